@@ -1,0 +1,1 @@
+"""SQLAlchemy tables, engines, repositories and the Alembic migration chain."""

@@ -1,0 +1,1 @@
+"""Pure business rules: money, payments, refunds, the ledger. Imports nothing outside stdlib."""

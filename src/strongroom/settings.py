@@ -1,0 +1,69 @@
+"""Configuration from the environment (prefix STRONGROOM_), validated once at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - a sentinel, refused in production
+
+
+class InsecureConfiguration(RuntimeError):
+    """Raised at start-up when production is asked for with a default or missing secret."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", description="production refuses default secrets and turns off dev aids."
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/strongroom.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///… or postgresql+asyncpg://…",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(DEV_SECRET),
+        description="Key for the keyed hashes of API keys. Changing it invalidates every key.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL customers' browsers reach (sandbox 3-D Secure pages).",
+    )
+    max_amount: int = Field(
+        99_999_999, gt=0, description="Largest amount accepted, in minor units of any currency."
+    )
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
+    idempotency_retention_hours: int = Field(
+        24, ge=24, description="How long Idempotency-Keys are kept before the worker prunes them."
+    )
+    idempotency_lock_seconds: int = Field(
+        60,
+        gt=0,
+        description="How long a request holds its Idempotency-Key; after that a retry resumes it.",
+    )
+    recovery_grace_seconds: int = Field(
+        30,
+        ge=0,
+        description="Age of an unfinished gateway operation before the worker completes it.",
+    )
+    worker_interval_seconds: float = Field(1.0, gt=0, description="Worker loop poll interval.")
+    db_pool_size: int = Field(10, gt=0, description="Connections per process (PostgreSQL).")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.env == "production":
+            secret = self.secret_key.get_secret_value()
+            if secret == DEV_SECRET or len(secret) < 32:
+                raise InsecureConfiguration(
+                    "STRONGROOM_SECRET_KEY must be set to a random value of at least 32 "
+                    "characters when STRONGROOM_ENV=production."
+                )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
