@@ -51,7 +51,12 @@ class Settings(BaseSettings):
     )
     worker_interval_seconds: float = Field(1.0, gt=0, description="Worker loop poll interval.")
     db_pool_size: int = Field(10, gt=0, description="Connections per process (PostgreSQL).")
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    serve_worker: bool = Field(
+        True, description="Run the worker loops inside `strongroom serve` (embedded mode)."
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:

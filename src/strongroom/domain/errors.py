@@ -1,15 +1,15 @@
 """The exceptions Strongroom raises on purpose; the API maps each to one JSON error shape.
 
-    StrongroomError                 type            code (default)
-    ├── InvalidRequest              invalid_request_error   parameter_invalid   (400)
-    │   └── ResourceMissing         invalid_request_error   resource_missing    (404, or 400 for a param)
-    ├── IllegalTransition           invalid_request_error   payment_intent_unexpected_state (409)
-    ├── IdempotencyMismatch         idempotency_error       idempotency_error   (422)
-    ├── IdempotencyKeyInUse         idempotency_error       idempotency_key_in_use (409)
-    ├── CardError                   card_error              card_declined       (402)
-    ├── AuthenticationError         authentication_error    api_key_invalid     (401)
-    ├── PermissionDenied            permission_error        permission_denied   (403)
-    └── GatewayUnavailable          api_error               gateway_unavailable (502)
+StrongroomError                 type            code (default)
+├── InvalidRequest              invalid_request_error   parameter_invalid   (400)
+│   └── ResourceMissing         invalid_request_error   resource_missing    (404; 400 as a param)
+├── IllegalTransition           invalid_request_error   payment_intent_unexpected_state (409)
+├── IdempotencyMismatch         idempotency_error       idempotency_error   (422)
+├── IdempotencyKeyInUse         idempotency_error       idempotency_key_in_use (409)
+├── CardError                   card_error              card_declined       (402)
+├── AuthenticationError         authentication_error    api_key_invalid     (401)
+├── PermissionDenied            permission_error        permission_denied   (403)
+└── GatewayUnavailable          api_error               gateway_unavailable (502)
 """
 
 from __future__ import annotations

@@ -111,9 +111,7 @@ refunds = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False, index=True),
-    Column(
-        "payment_intent_id", Id, ForeignKey("payment_intents.id"), nullable=False, index=True
-    ),
+    Column("payment_intent_id", Id, ForeignKey("payment_intents.id"), nullable=False, index=True),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("status", String(16), nullable=False),
@@ -130,9 +128,7 @@ gateway_operations = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
-    Column(
-        "payment_intent_id", Id, ForeignKey("payment_intents.id"), nullable=False, index=True
-    ),
+    Column("payment_intent_id", Id, ForeignKey("payment_intents.id"), nullable=False, index=True),
     Column("refund_id", Id, ForeignKey("refunds.id"), nullable=True),
     Column("kind", String(16), nullable=False),
     Column("amount", BigInteger, nullable=False),
@@ -160,9 +156,7 @@ ledger_entries = Table(
     "ledger_entries",
     metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),
-    Column(
-        "transaction_id", Id, ForeignKey("ledger_transactions.id"), nullable=False, index=True
-    ),
+    Column("transaction_id", Id, ForeignKey("ledger_transactions.id"), nullable=False, index=True),
     Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
     Column("account", String(32), nullable=False),
     Column("currency", String(3), nullable=False),

@@ -1,0 +1,365 @@
+"""Reads and writes of domain objects over one SQLAlchemy connection (one transaction).
+
+Every query that reads a merchant's object takes the merchant id, so a caller can never reach
+another tenant's rows by guessing an id.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from strongroom.adapters.db import tables as t
+from strongroom.domain.ids import new_id
+from strongroom.domain.ledger import LedgerTransaction
+from strongroom.domain.model import (
+    CaptureMethod,
+    Customer,
+    GatewayOperation,
+    LegalEntity,
+    Merchant,
+    OperationKind,
+    OperationStatus,
+    PaymentIntent,
+    PIStatus,
+    Refund,
+    RefundStatus,
+)
+
+
+class Repository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # --- merchants and keys --------------------------------------------------------------------
+    async def add_merchant(self, merchant: Merchant) -> None:
+        le = merchant.legal_entity
+        await self.conn.execute(
+            t.merchants.insert().values(
+                id=merchant.id, name=merchant.name, created_at=merchant.created_at
+            )
+        )
+        await self.conn.execute(
+            t.legal_entities.insert().values(
+                id=le.id,
+                merchant_id=merchant.id,
+                legal_name=le.legal_name,
+                country=le.country,
+                created_at=merchant.created_at,
+            )
+        )
+
+    async def get_merchant(self, merchant_id: str) -> Merchant | None:
+        return await self._merchant_where(t.merchants.c.id == merchant_id)
+
+    async def find_merchant_by_name(self, name: str) -> Merchant | None:
+        return await self._merchant_where(t.merchants.c.name == name)
+
+    async def _merchant_where(self, condition: Any) -> Merchant | None:
+        row = (
+            await self.conn.execute(
+                select(
+                    t.merchants,
+                    t.legal_entities.c.id.label("le_id"),
+                    t.legal_entities.c.legal_name,
+                    t.legal_entities.c.country,
+                )
+                .join(t.legal_entities, t.legal_entities.c.merchant_id == t.merchants.c.id)
+                .where(condition)
+                .order_by(t.merchants.c.created_at)
+            )
+        ).first()
+        if row is None:
+            return None
+        return Merchant(
+            id=row.id,
+            name=row.name,
+            legal_entity=LegalEntity(row.le_id, row.legal_name, row.country),
+            created_at=row.created_at,
+        )
+
+    async def add_api_key(self, values: dict[str, Any]) -> None:
+        await self.conn.execute(t.api_keys.insert().values(**values))
+
+    async def find_api_key(self, key_hash: str) -> Row[Any] | None:
+        return (
+            await self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
+        ).first()
+
+    async def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+        result = await self.conn.execute(
+            update(t.api_keys)
+            .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return bool(result.rowcount)
+
+    # --- customers -----------------------------------------------------------------------------
+    async def add_customer(self, c: Customer) -> None:
+        await self.conn.execute(t.customers.insert().values(**vars(c)))
+
+    async def get_customer(self, merchant_id: str, customer_id: str) -> Customer | None:
+        row = (
+            await self.conn.execute(
+                select(t.customers).where(
+                    t.customers.c.id == customer_id, t.customers.c.merchant_id == merchant_id
+                )
+            )
+        ).first()
+        return Customer(**row._mapping) if row is not None else None
+
+    # --- payment intents -----------------------------------------------------------------------
+    async def add_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
+        await self.conn.execute(t.payment_intents.insert().values(**_pi_values(pi), updated_at=now))
+
+    async def get_payment_intent(
+        self, merchant_id: str, pi_id: str, *, for_update: bool = False
+    ) -> PaymentIntent | None:
+        query = select(t.payment_intents).where(
+            t.payment_intents.c.id == pi_id, t.payment_intents.c.merchant_id == merchant_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return _pi_from_row(row) if row is not None else None
+
+    async def save_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
+        values = _pi_values(pi)
+        for immutable in ("id", "merchant_id", "created_at", "livemode", "currency"):
+            values.pop(immutable)
+        await self.conn.execute(
+            update(t.payment_intents)
+            .where(t.payment_intents.c.id == pi.id)
+            .values(**values, updated_at=now)
+        )
+
+    async def list_payment_intents(
+        self, merchant_id: str, *, limit: int, starting_after: str | None
+    ) -> tuple[list[PaymentIntent], bool] | None:
+        """Newest first. Returns None when `starting_after` names no intent of this merchant."""
+        pis = t.payment_intents
+        query = select(pis).where(pis.c.merchant_id == merchant_id)
+        if starting_after is not None:
+            cursor = (
+                await self.conn.execute(
+                    select(pis.c.created_at, pis.c.id).where(
+                        pis.c.id == starting_after, pis.c.merchant_id == merchant_id
+                    )
+                )
+            ).first()
+            if cursor is None:
+                return None
+            query = query.where(
+                or_(
+                    pis.c.created_at < cursor.created_at,
+                    and_(pis.c.created_at == cursor.created_at, pis.c.id < cursor.id),
+                )
+            )
+        rows = (
+            await self.conn.execute(
+                query.order_by(pis.c.created_at.desc(), pis.c.id.desc()).limit(limit + 1)
+            )
+        ).all()
+        return [_pi_from_row(r) for r in rows[:limit]], len(rows) > limit
+
+    # --- refunds -------------------------------------------------------------------------------
+    async def add_refund(self, r: Refund, now: datetime) -> None:
+        await self.conn.execute(t.refunds.insert().values(**vars(r), updated_at=now))
+
+    async def get_refund(
+        self, merchant_id: str, refund_id: str, *, for_update: bool = False
+    ) -> Refund | None:
+        query = select(t.refunds).where(
+            t.refunds.c.id == refund_id, t.refunds.c.merchant_id == merchant_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        values.pop("updated_at")
+        values["status"] = RefundStatus(values["status"])
+        return Refund(**values)
+
+    async def save_refund(self, r: Refund, now: datetime) -> None:
+        await self.conn.execute(
+            update(t.refunds)
+            .where(t.refunds.c.id == r.id)
+            .values(
+                status=r.status,
+                failure_reason=r.failure_reason,
+                gateway_reference=r.gateway_reference,
+                updated_at=now,
+            )
+        )
+
+    # --- gateway operations --------------------------------------------------------------------
+    async def add_operation(self, op: GatewayOperation) -> None:
+        await self.conn.execute(t.gateway_operations.insert().values(**vars(op)))
+
+    async def get_operation(
+        self, op_id: str, *, for_update: bool = False
+    ) -> GatewayOperation | None:
+        query = select(t.gateway_operations).where(t.gateway_operations.c.id == op_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return _op_from_row(row) if row is not None else None
+
+    async def operation_for_refund(self, refund_id: str) -> GatewayOperation | None:
+        row = (
+            await self.conn.execute(
+                select(t.gateway_operations).where(t.gateway_operations.c.refund_id == refund_id)
+            )
+        ).first()
+        return _op_from_row(row) if row is not None else None
+
+    async def finish_operation(self, op_id: str, status: OperationStatus, now: datetime) -> None:
+        await self.conn.execute(
+            update(t.gateway_operations)
+            .where(t.gateway_operations.c.id == op_id)
+            .values(status=status, updated_at=now, locked_until=None)
+        )
+
+    async def lease_stale_operations(
+        self, *, now: datetime, older_than: datetime, lease_until: datetime, limit: int
+    ) -> list[GatewayOperation]:
+        """Claim unfinished operations for recovery. The conditional UPDATE is the lease: two
+        workers racing for one row cannot both win it."""
+        ops = t.gateway_operations
+        candidates = (
+            (
+                await self.conn.execute(
+                    select(ops.c.id)
+                    .where(
+                        ops.c.status == OperationStatus.STARTED,
+                        ops.c.updated_at <= older_than,
+                        or_(ops.c.locked_until.is_(None), ops.c.locked_until <= now),
+                    )
+                    .order_by(ops.c.updated_at)
+                    .limit(limit)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        claimed: list[GatewayOperation] = []
+        for op_id in candidates:
+            result = await self.conn.execute(
+                update(ops)
+                .where(
+                    ops.c.id == op_id,
+                    ops.c.status == OperationStatus.STARTED,
+                    or_(ops.c.locked_until.is_(None), ops.c.locked_until <= now),
+                )
+                .values(locked_until=lease_until)
+            )
+            if result.rowcount:
+                op = await self.get_operation(op_id)
+                assert op is not None
+                claimed.append(op)
+        return claimed
+
+    # --- ledger --------------------------------------------------------------------------------
+    async def post(self, merchant_id: str, txs: list[LedgerTransaction], now: datetime) -> None:
+        if not txs:
+            return
+        tx_rows: list[dict[str, Any]] = []
+        entry_rows: list[dict[str, Any]] = []
+        for tx in txs:
+            tx_id = new_id("ltx")
+            tx_rows.append(
+                {
+                    "id": tx_id,
+                    "merchant_id": merchant_id,
+                    "movement": tx.movement,
+                    "payment_intent_id": tx.payment_intent_id,
+                    "refund_id": tx.refund_id,
+                    "created_at": now,
+                }
+            )
+            entry_rows.extend(
+                {
+                    "transaction_id": tx_id,
+                    "merchant_id": merchant_id,
+                    "account": p.account,
+                    "currency": p.currency,
+                    "amount": p.amount,
+                }
+                for p in tx.postings
+            )
+        await self.conn.execute(t.ledger_transactions.insert(), tx_rows)
+        await self.conn.execute(t.ledger_entries.insert(), entry_rows)
+
+    async def balances(self, merchant_id: str) -> dict[tuple[str, str], int]:
+        """(account, currency) → balance, debit positive."""
+        e = t.ledger_entries
+        rows = await self.conn.execute(
+            select(e.c.account, e.c.currency, func.sum(e.c.amount))
+            .where(e.c.merchant_id == merchant_id)
+            .group_by(e.c.account, e.c.currency)
+        )
+        out: dict[tuple[str, str], int] = defaultdict(int)
+        for account, currency, total in rows:
+            out[(account, currency)] = int(total)
+        return out
+
+    # --- idempotency keys ----------------------------------------------------------------------
+    async def insert_idempotency_key(self, values: dict[str, Any]) -> int | None:
+        """Insert unless the (merchant, key) pair exists; the new row's id, or None.
+        On PostgreSQL a concurrent insert of the same key waits for ours to commit."""
+        insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        statement = (
+            insert(t.idempotency_keys)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
+            .returning(t.idempotency_keys.c.id)
+        )
+        row_id = (await self.conn.execute(statement)).scalar()
+        return int(row_id) if row_id is not None else None
+
+    async def get_idempotency_key(self, merchant_id: str, key: str) -> Row[Any] | None:
+        k = t.idempotency_keys
+        return (
+            await self.conn.execute(
+                select(k).where(k.c.merchant_id == merchant_id, k.c.key == key).with_for_update()
+            )
+        ).first()
+
+    async def update_idempotency_key(self, row_id: int, **values: Any) -> None:
+        k = t.idempotency_keys
+        await self.conn.execute(update(k).where(k.c.id == row_id).values(**values))
+
+    async def prune_idempotency_keys(self, older_than: datetime) -> int:
+        k = t.idempotency_keys
+        result = await self.conn.execute(delete(k).where(k.c.created_at < older_than))
+        return int(result.rowcount)
+
+
+def _pi_values(pi: PaymentIntent) -> dict[str, Any]:
+    values = vars(pi).copy()
+    values["status"] = str(pi.status)
+    values["capture_method"] = str(pi.capture_method)
+    return values
+
+
+def _pi_from_row(row: Row[Any]) -> PaymentIntent:
+    values = dict(row._mapping)
+    values.pop("updated_at")
+    values["status"] = PIStatus(values["status"])
+    values["capture_method"] = CaptureMethod(values["capture_method"])
+    return PaymentIntent(**values)
+
+
+def _op_from_row(row: Row[Any]) -> GatewayOperation:
+    values = dict(row._mapping)
+    values["kind"] = OperationKind(values["kind"])
+    values["status"] = OperationStatus(values["status"])
+    return GatewayOperation(**values)

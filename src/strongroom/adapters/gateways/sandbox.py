@@ -1,0 +1,280 @@
+"""The sandbox gateway: a processor that runs inside Strongroom, for development and tests.
+
+It keeps its own record of charges (tables `sandbox_*`, in its own transactions), honours
+idempotency keys the way a real processor does, sends 3-D Secure challenges to a page it serves,
+and can be told to fail (time out before or after charging, answer 5xx) so that recovery can be
+tested. Its test tokens are Stripe's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from strongroom.adapters.db.tables import sandbox_charges, sandbox_requests
+from strongroom.adapters.gateways.port import GatewayServerError, GatewayTimeout
+from strongroom.domain.clock import Clock
+from strongroom.domain.ids import new_id
+from strongroom.domain.model import ActionRequired, Approved, Declined, GatewayAnswer
+
+
+class Fault(StrEnum):
+    TIMEOUT_BEFORE_CHARGE = "timeout_before_charge"
+    TIMEOUT_AFTER_CHARGE = "timeout_after_charge"
+    SERVER_ERROR = "server_error"
+
+
+@dataclass(frozen=True)
+class _Card:
+    approve: bool
+    code: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+    three_d_secure: bool = False
+
+
+TEST_TOKENS: dict[str, _Card] = {
+    "tok_visa": _Card(approve=True),
+    "tok_mastercard": _Card(approve=True),
+    "tok_chargeDeclined": _Card(
+        approve=False,
+        code="card_declined",
+        decline_code="generic_decline",
+        message="Your card was declined.",
+    ),
+    "tok_chargeDeclinedInsufficientFunds": _Card(
+        approve=False,
+        code="card_declined",
+        decline_code="insufficient_funds",
+        message="Your card has insufficient funds.",
+    ),
+    "tok_threeDSecureRequired": _Card(approve=True, three_d_secure=True),
+}
+
+
+class SandboxGateway:
+    name = "sandbox"
+
+    def __init__(self, engine: AsyncEngine, *, public_url: str, clock: Clock) -> None:
+        self._engine = engine
+        self._public_url = public_url.rstrip("/")
+        self._clock = clock
+        self._faults: deque[Fault] = deque()
+
+    # --- test controls -------------------------------------------------------------------------
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Make the next `times` calls fail this way."""
+        self._faults.extend([fault] * times)
+
+    # --- the port ------------------------------------------------------------------------------
+    async def authorize(
+        self,
+        *,
+        payment_method: str,
+        amount: int,
+        currency: str,
+        capture: bool,
+        idempotency_key: str,
+    ) -> GatewayAnswer:
+        async def charge(conn: AsyncConnection) -> GatewayAnswer:
+            card = TEST_TOKENS.get(payment_method)
+            if card is None:
+                return Declined(
+                    None,
+                    "payment_method_invalid",
+                    None,
+                    f"No such payment method: {payment_method!r}; use a test token like tok_visa.",
+                )
+            charge_id = new_id("ch")
+            if not card.approve:
+                status = "declined"
+            elif card.three_d_secure:
+                status = "requires_action"
+            else:
+                status = "captured" if capture else "authorized"
+            await conn.execute(
+                sandbox_charges.insert().values(
+                    id=charge_id,
+                    payment_method=payment_method,
+                    amount=amount,
+                    currency=currency,
+                    status=status,
+                    amount_captured=amount if status == "captured" else 0,
+                    amount_refunded=0,
+                    capture=capture,
+                    challenge="pending" if status == "requires_action" else None,
+                    created_at=self._clock.now(),
+                )
+            )
+            if status == "declined":
+                assert card.code is not None
+                assert card.message is not None
+                return Declined(charge_id, card.code, card.decline_code, card.message)
+            if status == "requires_action":
+                return ActionRequired(charge_id, f"{self._public_url}/sandbox/3ds/{charge_id}")
+            return Approved(charge_id, captured=capture)
+
+        return await self._idempotent(idempotency_key, "authorize", charge)
+
+    async def confirm_action(
+        self, *, reference: str, capture: bool, idempotency_key: str
+    ) -> GatewayAnswer:
+        async def finish(conn: AsyncConnection) -> GatewayAnswer:
+            row = await self._charge(conn, reference)
+            if row is None or row.status != "requires_action":
+                return Declined(reference, "charge_not_actionable", None, "Nothing to confirm.")
+            if row.challenge == "pending":
+                return ActionRequired(reference, f"{self._public_url}/sandbox/3ds/{reference}")
+            if row.challenge == "failed":
+                await self._set(conn, reference, status="failed")
+                return Declined(
+                    reference,
+                    "payment_intent_authentication_failure",
+                    None,
+                    "The customer failed 3-D Secure authentication.",
+                )
+            status = "captured" if row.capture else "authorized"
+            await self._set(
+                conn,
+                reference,
+                status=status,
+                amount_captured=row.amount if row.capture else 0,
+            )
+            return Approved(reference, captured=bool(row.capture))
+
+        return await self._idempotent(idempotency_key, "confirm_action", finish)
+
+    async def capture(self, *, reference: str, amount: int, idempotency_key: str) -> GatewayAnswer:
+        async def do(conn: AsyncConnection) -> GatewayAnswer:
+            row = await self._charge(conn, reference)
+            if row is None or row.status != "authorized" or amount > row.amount:
+                return Declined(reference, "charge_not_capturable", None, "Cannot capture.")
+            await self._set(conn, reference, status="captured", amount_captured=amount)
+            return Approved(reference, captured=True)
+
+        return await self._idempotent(idempotency_key, "capture", do)
+
+    async def void(self, *, reference: str, idempotency_key: str) -> GatewayAnswer:
+        async def do(conn: AsyncConnection) -> GatewayAnswer:
+            row = await self._charge(conn, reference)
+            if row is None or row.status != "authorized":
+                return Declined(reference, "charge_not_voidable", None, "Cannot void.")
+            await self._set(conn, reference, status="voided")
+            return Approved(reference)
+
+        return await self._idempotent(idempotency_key, "void", do)
+
+    async def refund(self, *, reference: str, amount: int, idempotency_key: str) -> GatewayAnswer:
+        async def do(conn: AsyncConnection) -> GatewayAnswer:
+            row = await self._charge(conn, reference)
+            if row is None or row.amount_refunded + amount > row.amount_captured:
+                return Declined(reference, "refund_exceeds_charge", None, "Cannot refund.")
+            await self._set(conn, reference, amount_refunded=row.amount_refunded + amount)
+            return Approved(new_id("rf"))
+
+        return await self._idempotent(idempotency_key, "refund", do)
+
+    # --- the customer's side of 3-D Secure -----------------------------------------------------
+    async def charge(self, charge_id: str) -> dict[str, Any] | None:
+        async with self._engine.connect() as conn:
+            row = await self._charge(conn, charge_id)
+            return dict(row._mapping) if row is not None else None
+
+    async def answer_challenge(self, charge_id: str, *, succeeded: bool) -> bool:
+        """Record the customer's answer; False when there is no pending challenge."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(sandbox_charges)
+                .where(sandbox_charges.c.id == charge_id, sandbox_charges.c.challenge == "pending")
+                .values(challenge="succeeded" if succeeded else "failed")
+            )
+            return bool(result.rowcount)
+
+    async def list_charges(self) -> list[dict[str, Any]]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(sandbox_charges).order_by(sandbox_charges.c.created_at)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # --- internals -----------------------------------------------------------------------------
+    async def _idempotent(
+        self,
+        key: str,
+        operation: str,
+        act: Callable[[AsyncConnection], Awaitable[GatewayAnswer]],
+    ) -> GatewayAnswer:
+        fault = self._faults.popleft() if self._faults else None
+        if fault is Fault.TIMEOUT_BEFORE_CHARGE:
+            raise GatewayTimeout("sandbox: timed out before charging")
+        if fault is Fault.SERVER_ERROR:
+            raise GatewayServerError("sandbox: 500 Internal Server Error")
+        async with self._engine.begin() as conn:
+            stored = (
+                await conn.execute(
+                    select(sandbox_requests.c.operation, sandbox_requests.c.response).where(
+                        sandbox_requests.c.idempotency_key == key
+                    )
+                )
+            ).first()
+            if stored is not None:
+                if stored.operation != operation:
+                    raise ValueError(f"sandbox: key {key!r} was used for {stored.operation}")
+                answer = _decode(stored.response)
+            else:
+                answer = await act(conn)
+                await conn.execute(
+                    sandbox_requests.insert().values(
+                        idempotency_key=key,
+                        operation=operation,
+                        response=_encode(answer),
+                        created_at=self._clock.now(),
+                    )
+                )
+        if fault is Fault.TIMEOUT_AFTER_CHARGE:
+            raise GatewayTimeout("sandbox: timed out after charging")
+        return answer
+
+    @staticmethod
+    async def _charge(conn: AsyncConnection, charge_id: str) -> Any:
+        return (
+            await conn.execute(select(sandbox_charges).where(sandbox_charges.c.id == charge_id))
+        ).first()
+
+    @staticmethod
+    async def _set(conn: AsyncConnection, charge_id: str, **values: Any) -> None:
+        await conn.execute(
+            update(sandbox_charges).where(sandbox_charges.c.id == charge_id).values(**values)
+        )
+
+
+def _encode(answer: GatewayAnswer) -> dict[str, Any]:
+    match answer:
+        case Approved():
+            return {"type": "approved", "reference": answer.reference, "captured": answer.captured}
+        case Declined():
+            return {
+                "type": "declined",
+                "reference": answer.reference,
+                "code": answer.code,
+                "decline_code": answer.decline_code,
+                "message": answer.message,
+            }
+        case ActionRequired():
+            return {"type": "action_required", "reference": answer.reference, "url": answer.url}
+
+
+def _decode(data: dict[str, Any]) -> GatewayAnswer:
+    match data["type"]:
+        case "approved":
+            return Approved(data["reference"], captured=data["captured"])
+        case "declined":
+            return Declined(data["reference"], data["code"], data["decline_code"], data["message"])
+        case _:
+            return ActionRequired(data["reference"], data["url"])

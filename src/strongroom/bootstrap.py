@@ -1,0 +1,46 @@
+"""The composition root: reads settings, builds adapters, hands out the services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from strongroom.adapters.db.engine import Engines, create_engines
+from strongroom.adapters.gateways.sandbox import SandboxGateway
+from strongroom.domain.clock import Clock, SystemClock
+from strongroom.service_layer.merchants import Merchants
+from strongroom.service_layer.payments import Payments
+from strongroom.service_layer.unit_of_work import UnitOfWork
+from strongroom.settings import Settings
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engines: Engines
+    uow: UnitOfWork
+    clock: Clock
+    sandbox: SandboxGateway
+    payments: Payments
+    merchants: Merchants
+
+    async def aclose(self) -> None:
+        await self.engines.dispose()
+
+
+def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -> Container:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    engines = create_engines(settings.database_url, pool_size=settings.db_pool_size)
+    uow = UnitOfWork(engines)
+    sandbox = SandboxGateway(engines.write, public_url=settings.public_url, clock=clock)
+    payments = Payments(
+        uow,
+        sandbox,
+        clock,
+        max_amount=settings.max_amount,
+        recovery_grace=timedelta(seconds=settings.recovery_grace_seconds),
+        recovery_lease=timedelta(seconds=settings.idempotency_lock_seconds),
+    )
+    merchants = Merchants(uow, clock, hash_secret=settings.secret_key.get_secret_value().encode())
+    return Container(settings, engines, uow, clock, sandbox, payments, merchants)

@@ -1,0 +1,1 @@
+"""Ways in: the HTTP API, the worker and the CLI."""

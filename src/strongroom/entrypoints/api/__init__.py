@@ -1,0 +1,5 @@
+"""The HTTP API: `create_app()` builds it."""
+
+from strongroom.entrypoints.api.app import create_app
+
+__all__ = ["create_app"]

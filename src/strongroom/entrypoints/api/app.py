@@ -1,0 +1,66 @@
+"""The FastAPI app factory. Nothing is built at import time: `create_app()` wires a Container
+(from settings, or one a test passes in) and, when asked, runs the worker loops in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from strongroom import __version__
+from strongroom.bootstrap import Container, bootstrap
+from strongroom.entrypoints import worker
+from strongroom.entrypoints.api import errors
+from strongroom.entrypoints.api.middleware import EdgeMiddleware
+from strongroom.entrypoints.api.routes import (
+    customers,
+    health,
+    payment_intents,
+    refunds,
+    sandbox,
+)
+from strongroom.settings import Settings
+
+
+def create_app(
+    container: Container | None = None,
+    *,
+    settings: Settings | None = None,
+    run_worker: bool = False,
+) -> FastAPI:
+    owned = container is None
+    built = container or bootstrap(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(worker.run_forever(built, stop)) if run_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if loop is not None:
+                await loop
+            if owned:
+                await built.aclose()
+
+    app = FastAPI(
+        title="Strongroom",
+        version=__version__,
+        description="A self-hosted, secure-by-design payments backend.",
+        lifespan=lifespan,
+    )
+    app.state.container = built
+    errors.install(app)
+    for module in (health, customers, payment_intents, refunds, sandbox):
+        app.include_router(module.router)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=built.settings.max_body_bytes)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory `strongroom serve` hands to uvicorn (one call per server process)."""
+    settings = Settings()
+    return create_app(settings=settings, run_worker=settings.serve_worker)

@@ -1,0 +1,135 @@
+"""Request bodies and response objects of /v1, in Stripe's shapes. Unknown fields are refused,
+so a typo never silently does something else."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from strongroom.domain.model import CancellationReason, CaptureMethod, RefundReason
+
+Metadata = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=40)], Annotated[str, Field(max_length=500)]],
+    Field(max_length=50, description="Up to 50 keys of ≤40 characters, values ≤500 characters."),
+]
+Token = Annotated[str, Field(min_length=1, max_length=255, description="A gateway token.")]
+ObjectId = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CustomerCreate(Body):
+    email: Annotated[str, Field(max_length=512)] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class PaymentIntentCreate(Body):
+    amount: StrictInt = Field(description="Minor units of `currency`, e.g. 1099 for $10.99.")
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    customer: ObjectId | None = None
+    payment_method: Token | None = None
+    capture_method: CaptureMethod = CaptureMethod.AUTOMATIC
+    confirm: StrictBool = False
+    metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class PaymentIntentConfirm(Body):
+    payment_method: Token | None = None
+
+
+class PaymentIntentCapture(Body):
+    amount_to_capture: StrictInt | None = None
+
+
+class PaymentIntentCancel(Body):
+    cancellation_reason: CancellationReason | None = None
+
+
+class RefundCreate(Body):
+    payment_intent: ObjectId
+    amount: StrictInt | None = None
+    reason: RefundReason | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+class CustomerOut(BaseModel):
+    id: str
+    object: Literal["customer"] = "customer"
+    email: str | None
+    name: str | None
+    description: str | None
+    metadata: dict[str, str]
+    livemode: bool
+    created: int
+
+
+class PaymentIntentOut(BaseModel):
+    id: str
+    object: Literal["payment_intent"] = "payment_intent"
+    amount: int
+    amount_capturable: int
+    amount_received: int
+    currency: str
+    status: str
+    capture_method: CaptureMethod
+    customer: str | None
+    payment_method: str | None
+    latest_charge: str | None
+    next_action: dict[str, Any] | None
+    last_payment_error: dict[str, Any] | None
+    cancellation_reason: str | None
+    canceled_at: int | None
+    metadata: dict[str, str]
+    livemode: bool
+    created: int
+
+
+class PaymentIntentList(BaseModel):
+    object: Literal["list"] = "list"
+    url: str
+    has_more: bool
+    data: list[PaymentIntentOut]
+
+
+class RefundOut(BaseModel):
+    id: str
+    object: Literal["refund"] = "refund"
+    amount: int
+    currency: str
+    payment_intent: str
+    status: str
+    reason: str | None
+    failure_reason: str | None
+    metadata: dict[str, str]
+    created: int
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+    request_id: str
+    decline_code: str | None = None
+    payment_intent: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

@@ -1,0 +1,129 @@
+"""Merchants and their API keys. Secret keys are stored only as keyed hashes (HMAC-SHA256 with
+the server's secret) and shown once, at creation; afterwards only a short display form is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from strongroom.domain.clock import Clock
+from strongroom.domain.errors import AuthenticationError, ResourceMissing
+from strongroom.domain.ids import new_id
+from strongroom.domain.model import LegalEntity, Merchant
+from strongroom.service_layer.commands import Caller
+from strongroom.service_layer.unit_of_work import UnitOfWork
+
+
+class KeyKind(StrEnum):
+    SECRET = "secret"  # noqa: S105 - sk_…: the merchant's server
+    PUBLISHABLE = "publishable"  # pk_…: browsers; may only tokenize
+
+
+_PREFIX = {KeyKind.SECRET: "sk", KeyKind.PUBLISHABLE: "pk"}
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A newly made key. `secret` exists only in this object; it is never stored."""
+
+    id: str
+    merchant_id: str
+    kind: KeyKind
+    livemode: bool
+    secret: str
+    display: str
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    caller: Caller
+    kind: KeyKind
+    key_id: str
+
+
+class Merchants:
+    def __init__(self, uow: UnitOfWork, clock: Clock, *, hash_secret: bytes) -> None:
+        self.uow = uow
+        self.clock = clock
+        self._hash_secret = hash_secret
+
+    def key_hash(self, raw: str) -> str:
+        return hmac.new(self._hash_secret, raw.encode(), hashlib.sha256).hexdigest()
+
+    async def create_merchant(
+        self, name: str, *, legal_name: str | None = None, country: str = "US"
+    ) -> Merchant:
+        now = self.clock.now()
+        merchant = Merchant(
+            id=new_id("acct", 16),
+            name=name,
+            legal_entity=LegalEntity(new_id("le", 16), legal_name or name, country.upper()),
+            created_at=now,
+        )
+        async with self.uow.transaction() as tx:
+            await tx.repo.add_merchant(merchant)
+            await tx.commit()
+        return merchant
+
+    async def get_merchant(self, merchant_id: str) -> Merchant:
+        async with self.uow.reading() as repo:
+            merchant = await repo.get_merchant(merchant_id)
+        if merchant is None:
+            raise ResourceMissing(f"No such merchant: '{merchant_id}'", param="merchant")
+        return merchant
+
+    async def find_by_name(self, name: str) -> Merchant | None:
+        async with self.uow.reading() as repo:
+            return await repo.find_merchant_by_name(name)
+
+    async def create_key(self, merchant_id: str, kind: KeyKind, *, livemode: bool) -> IssuedKey:
+        mode = "live" if livemode else "test"
+        secret = f"{_PREFIX[kind]}_{mode}_{secrets.token_urlsafe(32)}"
+        issued = IssuedKey(
+            id=new_id("key", 16),
+            merchant_id=merchant_id,
+            kind=kind,
+            livemode=livemode,
+            secret=secret,
+            display=f"{secret[:12]}…{secret[-4:]}",
+        )
+        async with self.uow.transaction() as tx:
+            if await tx.repo.get_merchant(merchant_id) is None:
+                raise ResourceMissing(f"No such merchant: '{merchant_id}'", param="merchant")
+            await tx.repo.add_api_key(
+                {
+                    "id": issued.id,
+                    "merchant_id": merchant_id,
+                    "kind": kind,
+                    "livemode": livemode,
+                    "key_hash": self.key_hash(secret),
+                    "display": issued.display,
+                    "created_at": self.clock.now(),
+                }
+            )
+            await tx.commit()
+        return issued
+
+    async def revoke_key(self, key_id: str) -> None:
+        async with self.uow.transaction() as tx:
+            if not await tx.repo.revoke_api_key(key_id, self.clock.now()):
+                raise ResourceMissing(f"No such active key: '{key_id}'", param="key")
+            await tx.commit()
+
+    async def authenticate(self, raw: str) -> Authenticated:
+        """Find the key by its keyed hash. The lookup is by digest, so timing reveals nothing
+        about the secret; the final comparison is constant-time all the same."""
+        digest = self.key_hash(raw)
+        async with self.uow.reading() as repo:
+            row = await repo.find_api_key(digest)
+        if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
+            raise AuthenticationError("Invalid API key provided.")
+        return Authenticated(
+            Caller(merchant_id=row.merchant_id, livemode=row.livemode),
+            KeyKind(row.kind),
+            row.id,
+        )

@@ -1,0 +1,538 @@
+"""Customers, PaymentIntents and refunds: the handlers behind every payment endpoint.
+
+A gateway call cannot sit inside a database transaction, so every call runs in atomic phases:
+
+  phase 1  one transaction: check the transition, record a `gateway_operations` row (status
+           `started`, carrying the gateway idempotency key), mark the intent; commit.
+  call     the gateway, with that key.
+  phase 2  one transaction: lock the operation; unless someone already finished it, apply the
+           answer, post the ledger, store the Idempotency-Key response; commit.
+
+A crash between the phases leaves a `started` operation behind. `recover()` (the worker) and
+any later request on the same intent drive it again with the same key, so the gateway charges
+once, and phase 2's check makes applying the answer happen once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from strongroom.adapters.gateways.port import Gateway, GatewayOutcomeUnknown
+from strongroom.domain.clock import Clock
+from strongroom.domain.errors import (
+    CardError,
+    GatewayUnavailable,
+    IllegalTransition,
+    ResourceMissing,
+    StrongroomError,
+)
+from strongroom.domain.ids import new_id
+from strongroom.domain.model import (
+    ActionRequired,
+    Approved,
+    CaptureMethod,
+    Customer,
+    Declined,
+    GatewayAnswer,
+    GatewayOperation,
+    OperationKind,
+    OperationStatus,
+    PaymentIntent,
+    PIStatus,
+    Refund,
+    RefundStatus,
+)
+from strongroom.domain.money import check_amount, parse_currency
+from strongroom.service_layer import commands as c
+from strongroom.service_layer.idempotency import IdempotentRequest
+from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+Outcome = PaymentIntent | Refund | StrongroomError
+# Phase 1 of confirm, capture or cancel: the operation to drive, or None when done already.
+Starter = Callable[[Transaction, PaymentIntent, datetime], Awaitable[GatewayOperation | None]]
+
+GATEWAY_UNAVAILABLE = (
+    "The payment gateway did not answer in time. The outcome will be settled automatically; "
+    "retry with the same Idempotency-Key to get it."
+)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The request's Idempotency-Key already has a stored response; the caller returns it."""
+
+
+class Payments:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        gateway: Gateway,
+        clock: Clock,
+        *,
+        max_amount: int,
+        recovery_grace: timedelta = timedelta(seconds=30),
+        recovery_lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.uow = uow
+        self.gateway = gateway
+        self.clock = clock
+        self.max_amount = max_amount
+        self.recovery_grace = recovery_grace
+        self.recovery_lease = recovery_lease
+
+    # --- customers -----------------------------------------------------------------------------
+    async def create_customer(
+        self, caller: c.Caller, cmd: c.CreateCustomer, idem: IdempotentRequest | None
+    ) -> Customer | Replayed:
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            if idem and await self._claimed_replay(idem, tx, now):
+                return Replayed()
+            customer = None
+            if idem and idem.resource_id:
+                customer = await tx.repo.get_customer(caller.merchant_id, idem.resource_id)
+            if customer is None:
+                customer = Customer(
+                    id=new_id("cus"),
+                    merchant_id=caller.merchant_id,
+                    email=cmd.email,
+                    name=cmd.name,
+                    description=cmd.description,
+                    metadata=cmd.metadata,
+                    livemode=caller.livemode,
+                    created_at=now,
+                )
+                await tx.repo.add_customer(customer)
+            if idem:
+                await idem.finish(tx, customer)
+            await tx.commit()
+        return customer
+
+    async def get_customer(self, caller: c.Caller, customer_id: str) -> Customer:
+        async with self.uow.reading() as repo:
+            customer = await repo.get_customer(caller.merchant_id, customer_id)
+        if customer is None:
+            raise ResourceMissing(f"No such customer: '{customer_id}'", param="id")
+        return customer
+
+    # --- payment intents -----------------------------------------------------------------------
+    async def create_payment_intent(
+        self, caller: c.Caller, cmd: c.CreatePaymentIntent, idem: IdempotentRequest | None
+    ) -> PaymentIntent | Replayed:
+        now = self.clock.now()
+        op: GatewayOperation | None = None
+        async with self.uow.transaction() as tx:
+            if idem and await self._claimed_replay(idem, tx, now):
+                return Replayed()
+            pi = None
+            if idem and idem.resource_id:
+                pi = await tx.repo.get_payment_intent(
+                    caller.merchant_id, idem.resource_id, for_update=True
+                )
+            if pi is None:
+                pi = await self._new_payment_intent(tx, caller, cmd, now)
+                if idem:
+                    await idem.attach(tx, pi.id)
+                if cmd.confirm:
+                    op = await self._begin_confirm(tx, pi, None, now)
+            elif pi.pending_operation_id:  # resuming an abandoned request
+                op = await tx.repo.get_operation(pi.pending_operation_id)
+            if op is None and idem:
+                await idem.finish(tx, pi)
+            await tx.commit()
+        if op is not None:
+            return await self._drive_intent(op, idem)
+        return pi
+
+    async def _new_payment_intent(
+        self, tx: Transaction, caller: c.Caller, cmd: c.CreatePaymentIntent, now: datetime
+    ) -> PaymentIntent:
+        currency = parse_currency(cmd.currency)
+        amount = check_amount(cmd.amount, maximum=self.max_amount)
+        if cmd.customer is not None and (
+            await tx.repo.get_customer(caller.merchant_id, cmd.customer) is None
+        ):
+            raise ResourceMissing(f"No such customer: '{cmd.customer}'", param="customer")
+        pi = PaymentIntent(
+            id=new_id("pi"),
+            merchant_id=caller.merchant_id,
+            amount=amount,
+            currency=currency,
+            status=(
+                PIStatus.REQUIRES_CONFIRMATION
+                if cmd.payment_method
+                else PIStatus.REQUIRES_PAYMENT_METHOD
+            ),
+            capture_method=cmd.capture_method,
+            livemode=caller.livemode,
+            created_at=now,
+            customer_id=cmd.customer,
+            payment_method=cmd.payment_method,
+            gateway=self.gateway.name,
+            metadata=cmd.metadata,
+        )
+        await tx.repo.add_payment_intent(pi, now)
+        return pi
+
+    async def get_payment_intent(self, caller: c.Caller, pi_id: str) -> PaymentIntent:
+        async with self.uow.reading() as repo:
+            pi = await repo.get_payment_intent(caller.merchant_id, pi_id)
+        if pi is None:
+            raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
+        return pi
+
+    async def list_payment_intents(
+        self, caller: c.Caller, *, limit: int, starting_after: str | None
+    ) -> tuple[list[PaymentIntent], bool]:
+        async with self.uow.reading() as repo:
+            page = await repo.list_payment_intents(
+                caller.merchant_id, limit=limit, starting_after=starting_after
+            )
+        if page is None:
+            raise ResourceMissing(
+                f"No such payment_intent: '{starting_after}'", param="starting_after"
+            )
+        return page
+
+    async def confirm(
+        self, caller: c.Caller, cmd: c.ConfirmPaymentIntent, idem: IdempotentRequest | None
+    ) -> PaymentIntent | Replayed:
+        async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
+            return await self._begin_confirm(tx, pi, cmd.payment_method, now)
+
+        return await self._on_intent(caller, cmd.payment_intent, idem, start)
+
+    async def capture(
+        self, caller: c.Caller, cmd: c.CapturePaymentIntent, idem: IdempotentRequest | None
+    ) -> PaymentIntent | Replayed:
+        async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
+            amount = pi.begin_capture(cmd.amount_to_capture)
+            return await self._begin(
+                tx, pi, OperationKind.CAPTURE, amount, {"reference": pi.gateway_reference}, now
+            )
+
+        return await self._on_intent(caller, cmd.payment_intent, idem, start)
+
+    async def cancel(
+        self, caller: c.Caller, cmd: c.CancelPaymentIntent, idem: IdempotentRequest | None
+    ) -> PaymentIntent | Replayed:
+        async def start(
+            tx: Transaction, pi: PaymentIntent, now: datetime
+        ) -> GatewayOperation | None:
+            if pi.needs_void():
+                request: dict[str, object] = {
+                    "reference": pi.gateway_reference,
+                    "reason": cmd.cancellation_reason,
+                }
+                return await self._begin(
+                    tx, pi, OperationKind.VOID, pi.amount_capturable, request, now
+                )
+            await tx.repo.post(pi.merchant_id, pi.cancel(cmd.cancellation_reason, now), now)
+            await tx.repo.save_payment_intent(pi, now)
+            return None
+
+        return await self._on_intent(caller, cmd.payment_intent, idem, start)
+
+    async def _on_intent(
+        self,
+        caller: c.Caller,
+        pi_id: str,
+        idem: IdempotentRequest | None,
+        start: Starter,
+    ) -> PaymentIntent | Replayed:
+        """The shape shared by confirm, capture and cancel: finish whatever gateway call the
+        intent still has in flight, then run phase 1 of this one, then drive it."""
+        await self._settle_pending(caller.merchant_id, pi_id)
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            if idem and await self._claimed_replay(idem, tx, now):
+                return Replayed()
+            pi = await tx.repo.get_payment_intent(caller.merchant_id, pi_id, for_update=True)
+            if pi is None:
+                raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
+            if pi.pending_operation_id:
+                raise IllegalTransition(
+                    "Another request on this PaymentIntent is in progress; retry shortly.",
+                    status=pi.status,
+                )
+            op = await start(tx, pi, now)
+            if op is None and idem:
+                await idem.finish(tx, pi)
+            await tx.commit()
+        if op is None:
+            return pi
+        return await self._drive_intent(op, idem)
+
+    async def _settle_pending(self, merchant_id: str, pi_id: str) -> None:
+        async with self.uow.reading() as repo:
+            pi = await repo.get_payment_intent(merchant_id, pi_id)
+            op = (
+                await repo.get_operation(pi.pending_operation_id)
+                if pi is not None and pi.pending_operation_id
+                else None
+            )
+        if op is not None:
+            # A decline there is that call's own outcome; this request goes on regardless.
+            with contextlib.suppress(StrongroomError):
+                await self._drive(op, None)
+
+    async def _begin_confirm(
+        self, tx: Transaction, pi: PaymentIntent, payment_method: str | None, now: datetime
+    ) -> GatewayOperation:
+        reference = pi.gateway_reference if pi.status is PIStatus.REQUIRES_ACTION else None
+        pi.begin_confirm(payment_method)
+        capture = pi.capture_method is CaptureMethod.AUTOMATIC
+        request: dict[str, object] = {"capture": capture}
+        if reference is not None:
+            request["resume"] = reference
+        else:
+            request["payment_method"] = pi.payment_method
+        return await self._begin(tx, pi, OperationKind.AUTHORIZE, pi.amount, request, now)
+
+    async def _begin(
+        self,
+        tx: Transaction,
+        pi: PaymentIntent,
+        kind: OperationKind,
+        amount: int,
+        request: dict[str, object],
+        now: datetime,
+        refund_id: str | None = None,
+    ) -> GatewayOperation:
+        """Phase 1's common tail: record the operation as the recovery point."""
+        op = GatewayOperation(
+            id=new_id("gop"),
+            merchant_id=pi.merchant_id,
+            payment_intent_id=pi.id,
+            refund_id=refund_id,
+            kind=kind,
+            amount=amount,
+            currency=pi.currency,
+            status=OperationStatus.STARTED,
+            request=request,
+            created_at=now,
+            updated_at=now,
+        )
+        await tx.repo.add_operation(op)
+        if refund_id is None:
+            pi.pending_operation_id = op.id
+        await tx.repo.save_payment_intent(pi, now)
+        return op
+
+    # --- refunds -------------------------------------------------------------------------------
+    async def create_refund(
+        self, caller: c.Caller, cmd: c.CreateRefund, idem: IdempotentRequest | None
+    ) -> Refund | Replayed:
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            if idem and await self._claimed_replay(idem, tx, now):
+                return Replayed()
+            refund = op = None
+            if idem and idem.resource_id:
+                refund = await tx.repo.get_refund(caller.merchant_id, idem.resource_id)
+                if refund is not None and refund.status is RefundStatus.PENDING:
+                    op = await tx.repo.operation_for_refund(refund.id)
+            if refund is None:
+                refund, op = await self._begin_refund(tx, caller, cmd, now)
+                if idem:
+                    await idem.attach(tx, refund.id)
+            if op is None and idem:
+                await idem.finish(tx, refund)
+            await tx.commit()
+        if op is not None:
+            result = await self._drive(op, idem)
+            assert isinstance(result, Refund)
+            return result
+        return refund
+
+    async def _begin_refund(
+        self, tx: Transaction, caller: c.Caller, cmd: c.CreateRefund, now: datetime
+    ) -> tuple[Refund, GatewayOperation]:
+        if cmd.amount is not None:
+            check_amount(cmd.amount, maximum=self.max_amount)
+        pi = await tx.repo.get_payment_intent(
+            caller.merchant_id, cmd.payment_intent, for_update=True
+        )
+        if pi is None:
+            raise ResourceMissing(
+                f"No such payment_intent: '{cmd.payment_intent}'", param="payment_intent"
+            )
+        amount = pi.reserve_refund(cmd.amount)
+        refund = Refund(
+            id=new_id("re"),
+            merchant_id=caller.merchant_id,
+            payment_intent_id=pi.id,
+            amount=amount,
+            currency=pi.currency,
+            status=RefundStatus.PENDING,
+            created_at=now,
+            reason=cmd.reason,
+            metadata=cmd.metadata,
+        )
+        await tx.repo.add_refund(refund, now)
+        op = await self._begin(
+            tx,
+            pi,
+            OperationKind.REFUND,
+            amount,
+            {"reference": pi.gateway_reference},
+            now,
+            refund_id=refund.id,
+        )
+        return refund, op
+
+    async def get_refund(self, caller: c.Caller, refund_id: str) -> Refund:
+        async with self.uow.reading() as repo:
+            refund = await repo.get_refund(caller.merchant_id, refund_id)
+        if refund is None:
+            raise ResourceMissing(f"No such refund: '{refund_id}'", param="id")
+        return refund
+
+    # --- driving gateway operations ------------------------------------------------------------
+    async def _drive_intent(
+        self, op: GatewayOperation, idem: IdempotentRequest | None
+    ) -> PaymentIntent:
+        result = await self._drive(op, idem)
+        assert isinstance(result, PaymentIntent)
+        return result
+
+    async def _drive(
+        self, op: GatewayOperation, idem: IdempotentRequest | None
+    ) -> PaymentIntent | Refund:
+        """Call the gateway for `op` and run phase 2. Safe to call any number of times, from
+        any process: the gateway dedupes on the key, phase 2 applies the answer once."""
+        try:
+            answer = await self._call(op)
+        except GatewayOutcomeUnknown as exc:
+            log.warning("gateway outcome unknown", operation=op.id, kind=op.kind, error=str(exc))
+            if idem and idem.row_id is not None:
+                async with self.uow.transaction() as tx:
+                    await idem.release(tx, self.clock.now())
+                    await tx.commit()
+            raise GatewayUnavailable(GATEWAY_UNAVAILABLE) from exc
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            outcome = await self._apply(tx, op, answer, now)
+            if idem:
+                await idem.finish(tx, outcome)
+            await tx.commit()
+        if isinstance(outcome, StrongroomError):
+            raise outcome
+        return outcome
+
+    async def _call(self, op: GatewayOperation) -> GatewayAnswer:
+        key = op.gateway_idempotency_key
+        req = op.request
+        match op.kind:
+            case OperationKind.AUTHORIZE if "resume" in req:
+                return await self.gateway.confirm_action(
+                    reference=str(req["resume"]), capture=bool(req["capture"]), idempotency_key=key
+                )
+            case OperationKind.AUTHORIZE:
+                return await self.gateway.authorize(
+                    payment_method=str(req["payment_method"]),
+                    amount=op.amount,
+                    currency=op.currency,
+                    capture=bool(req["capture"]),
+                    idempotency_key=key,
+                )
+            case OperationKind.CAPTURE:
+                return await self.gateway.capture(
+                    reference=str(req["reference"]), amount=op.amount, idempotency_key=key
+                )
+            case OperationKind.VOID:
+                return await self.gateway.void(reference=str(req["reference"]), idempotency_key=key)
+            case OperationKind.REFUND:
+                return await self.gateway.refund(
+                    reference=str(req["reference"]), amount=op.amount, idempotency_key=key
+                )
+
+    async def _apply(
+        self, tx: Transaction, stale: GatewayOperation, answer: GatewayAnswer, now: datetime
+    ) -> Outcome:
+        op = await tx.repo.get_operation(stale.id, for_update=True)
+        assert op is not None
+        pi = await tx.repo.get_payment_intent(op.merchant_id, op.payment_intent_id, for_update=True)
+        assert pi is not None
+        refund = (
+            await tx.repo.get_refund(op.merchant_id, op.refund_id, for_update=True)
+            if op.refund_id
+            else None
+        )
+        if op.status is not OperationStatus.STARTED:
+            return refund or pi  # another process finished it first; its result stands
+        outcome: Outcome
+        if op.kind is OperationKind.REFUND:
+            assert refund is not None
+            txs = refund.apply(answer)
+            if refund.status is RefundStatus.FAILED:
+                pi.release_refund(refund.amount)
+            await tx.repo.save_refund(refund, now)
+            outcome = refund
+        elif op.kind is OperationKind.AUTHORIZE:
+            txs = pi.apply_authorization(answer)
+            outcome = pi
+            if isinstance(answer, Declined):
+                outcome = CardError(
+                    answer.message,
+                    code=answer.code,
+                    decline_code=answer.decline_code,
+                    payment_intent_id=pi.id,
+                )
+        elif isinstance(answer, Approved):
+            txs = (
+                pi.apply_capture(op.amount)
+                if op.kind is OperationKind.CAPTURE
+                else pi.cancel(str(op.request.get("reason") or "") or None, now)
+            )
+            outcome = pi
+        else:
+            assert not isinstance(answer, ActionRequired)
+            pi.pending_operation_id = None
+            txs = []
+            outcome = IllegalTransition(answer.message, status=pi.status, code=answer.code)
+        await tx.repo.post(op.merchant_id, txs, now)
+        await tx.repo.save_payment_intent(pi, now)
+        ok = not isinstance(answer, Declined)
+        await tx.repo.finish_operation(
+            op.id, OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED, now
+        )
+        return outcome
+
+    # --- recovery ------------------------------------------------------------------------------
+    async def recover(self, limit: int = 100) -> int:
+        """Finish operations left between the gateway call and phase 2 (a crash, a timeout).
+        Returns how many were finished; the rest are retried on a later pass."""
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            ops = await tx.repo.lease_stale_operations(
+                now=now,
+                older_than=now - self.recovery_grace,
+                lease_until=now + self.recovery_lease,
+                limit=limit,
+            )
+            await tx.commit()
+        finished = 0
+        for op in ops:
+            try:
+                await self._drive(op, None)
+            except GatewayUnavailable:
+                continue
+            except StrongroomError:
+                pass  # a decline is a finished operation too
+            finished += 1
+            log.info("recovered gateway operation", operation=op.id, kind=op.kind)
+        return finished
+
+    async def _claimed_replay(
+        self, idem: IdempotentRequest, tx: Transaction, now: datetime
+    ) -> bool:
+        await idem.claim(tx, now)
+        return idem.replay is not None
