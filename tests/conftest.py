@@ -1,0 +1,109 @@
+"""Fixtures: a migrated database per test (SQLite and PostgreSQL), the container wired on it,
+a merchant with a secret key, and an HTTP client over the real ASGI app."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from strongroom.adapters.db.migrate import upgrade
+from strongroom.bootstrap import Container, bootstrap
+from strongroom.entrypoints.api import create_app
+from strongroom.service_layer.merchants import KeyKind
+from strongroom.settings import Settings
+from tests.support import (
+    FakeClock,
+    asyncpg_url,
+    pg_available,
+    pg_execute,
+    service_missing,
+    unique_name,
+)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate once; each test copies the file (much faster than migrating per test)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that per-test databases are cloned from."""
+    reason = pg_available()
+    if reason is not None:
+        service_missing("PostgreSQL at 127.0.0.1:5432", reason)
+    name = unique_name("strongroom_tpl")
+    pg_execute(f'CREATE DATABASE "{name}"')
+    try:
+        upgrade(asyncpg_url(name))
+        yield name
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _sqlite_url(template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "strongroom.db"
+    shutil.copy(template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database for this test, on each engine in turn."""
+    if request.param == "sqlite":
+        yield _sqlite_url(request.getfixturevalue("sqlite_template"), tmp_path)
+        return
+    template = request.getfixturevalue("pg_template")
+    name = unique_name("strongroom_test")
+    pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield asyncpg_url(name)
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, env="test", db_pool_size=20)
+
+
+@pytest.fixture
+async def container(settings: Settings, clock: FakeClock) -> AsyncIterator[Container]:
+    built = bootstrap(settings, clock=clock)
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+@pytest.fixture
+async def secret_key(container: Container) -> str:
+    merchant = await container.merchants.create_merchant("Acme")
+    key = await container.merchants.create_key(merchant.id, KeyKind.SECRET, livemode=False)
+    return key.secret
+
+
+@pytest.fixture
+async def client(container: Container, secret_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client over the real app (ASGI, in-process), authenticated as Acme."""
+    transport = httpx.ASGITransport(app=create_app(container))
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://strongroom.test",
+        headers={"Authorization": f"Bearer {secret_key}"},
+    ) as http:
+        yield http
