@@ -67,3 +67,18 @@ def pg_available() -> str | None:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+async def row_counts(engine: object) -> dict[str, int]:
+    """How many rows every table holds: 'nothing was written' is then a dict comparison."""
+    from sqlalchemy import func, select
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from strongroom.adapters.db.tables import metadata
+
+    assert isinstance(engine, AsyncEngine)
+    async with engine.connect() as conn:
+        return {
+            name: int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+            for name, table in metadata.tables.items()
+        }
