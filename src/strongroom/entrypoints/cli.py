@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+import structlog
 
 from strongroom.bootstrap import Container, bootstrap
 from strongroom.domain.errors import StrongroomError
@@ -88,7 +89,9 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        structlog.get_logger(__name__).info("worker started", pid=os.getpid())
         await run_forever(container, stop)
+        structlog.get_logger(__name__).info("worker stopped", pid=os.getpid())
 
     _run(work)
 
