@@ -93,23 +93,21 @@ class Payments:
     ) -> Customer | Replayed:
         now = self.clock.now()
         async with self.uow.transaction() as tx:
+            # Claim, write and response share one transaction: there is never a half-done
+            # customer for a retry to resume.
             if idem and await self._claimed_replay(idem, tx, now):
                 return Replayed()
-            customer = None
-            if idem and idem.resource_id:
-                customer = await tx.repo.get_customer(caller.merchant_id, idem.resource_id)
-            if customer is None:
-                customer = Customer(
-                    id=new_id("cus"),
-                    merchant_id=caller.merchant_id,
-                    email=cmd.email,
-                    name=cmd.name,
-                    description=cmd.description,
-                    metadata=cmd.metadata,
-                    livemode=caller.livemode,
-                    created_at=now,
-                )
-                await tx.repo.add_customer(customer)
+            customer = Customer(
+                id=new_id("cus"),
+                merchant_id=caller.merchant_id,
+                email=cmd.email,
+                name=cmd.name,
+                description=cmd.description,
+                metadata=cmd.metadata,
+                livemode=caller.livemode,
+                created_at=now,
+            )
+            await tx.repo.add_customer(customer)
             if idem:
                 await idem.finish(tx, customer)
             await tx.commit()
