@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Create-and-confirm throughput on PostgreSQL, measured against pgbench on the same server.
+#
+#   make bench            (or: bash bench/run.sh)
+#
+# 1. Creates two throwaway databases on $BENCH_PGHOST (one for Strongroom, one for pgbench),
+#    migrates, makes a merchant and starts `strongroom serve --no-worker` on a free port.
+# 2. wrk drives POST /v1/payment_intents {confirm: true} with $BENCH_CONNECTIONS connections:
+#    a short warm-up, then $BENCH_SECONDS with a unique Idempotency-Key per request, then the
+#    same without the header.
+# 3. Stops the server and runs pgbench TPC-B with the same number of clients for as long.
+# 4. bench/report.py prints payments/s, p50/p99, pgbench tps, the ratios and PASS/MISS per target.
+# Raw outputs go to bench/results/<run id>/. Databases and the server are removed on exit.
+#
+# Settings (environment):
+#   BENCH_SECONDS=20  BENCH_WARMUP=5  BENCH_WORKERS=2  BENCH_CONNECTIONS=16  BENCH_THREADS=2
+#   BENCH_PGBENCH_SCALE=16  BENCH_PGHOST=127.0.0.1  BENCH_PGPORT=5432  BENCH_PGUSER=postgres
+#   BENCH_STRICT=1    exit 1 when a target is missed (errors always exit 2)
+#   BENCH_PROFILE=1   afterwards, one more with-key run of BENCH_PROFILE_SECONDS (15) under
+#                     py-spy (installed into .venv if missing), summarised by bench/pyspy_summary.py;
+#                     BENCH_PROFILE_RATE (100/s) and BENCH_PROFILE_ARGS (e.g. --native) tune it
+#   STRONGROOM_*      passed through to the server (e.g. STRONGROOM_DB_POOL_SIZE)
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+BIN="$ROOT/.venv/bin"
+PY="$BIN/python"
+
+SECONDS_PER_RUN="${BENCH_SECONDS:-20}"
+WARMUP="${BENCH_WARMUP:-5}"
+WORKERS="${BENCH_WORKERS:-2}"
+CONNECTIONS="${BENCH_CONNECTIONS:-16}"
+THREADS="${BENCH_THREADS:-2}"
+SCALE="${BENCH_PGBENCH_SCALE:-16}"
+PGHOST_="${BENCH_PGHOST:-127.0.0.1}"
+PGPORT_="${BENCH_PGPORT:-5432}"
+PGUSER_="${BENCH_PGUSER:-postgres}"
+PROFILE="${BENCH_PROFILE:-0}"
+PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
+
+case "$PGHOST_" in
+  127.* | localhost | ::1) ;;
+  *) echo "bench: BENCH_PGHOST must be a loopback address, not $PGHOST_" >&2; exit 2 ;;
+esac
+
+log() { printf '\n[bench %s] %s\n' "$(date +%T)" "$*"; }
+die() { printf '\n[bench] ERROR: %s\n' "$*" >&2; exit 2; }
+
+[[ -x "$BIN/strongroom" ]] || die "$BIN/strongroom is missing; run 'make test' or 'make run' first"
+
+# --- tools --------------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+command -v psql >/dev/null || missing+=(postgresql-client)
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+  log "installing ${missing[*]} with apt-get"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for tool in wrk pgbench psql curl; do
+  command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+
+# For psql and pgbench, and for bench/cpustat.py's own psql.
+export PGHOST="$PGHOST_" PGPORT="$PGPORT_" PGUSER="$PGUSER_"
+PSQL=(psql -h "$PGHOST_" -p "$PGPORT_" -U "$PGUSER_" -X -q -v ON_ERROR_STOP=1 -At)
+pg_isready -h "$PGHOST_" -p "$PGPORT_" -q || die "PostgreSQL is not answering on $PGHOST_:$PGPORT_"
+
+# --- run state and cleanup ----------------------------------------------------------------------
+RUN_ID="$(date +%Y%m%d-%H%M%S)-$$"
+SUFFIX="$(date +%s)_$$"
+APP_DB="strongroom_bench_$SUFFIX"
+PGB_DB="pgbench_bench_$SUFFIX"
+OUT="$BENCH_DIR/results/$RUN_ID"
+mkdir -p "$OUT"
+SERVER_PID=""
+DBS_CREATED=()
+
+stop_server() {
+  [[ -n "$SERVER_PID" ]] || return 0
+  # The server was started with setsid, so its pid is its process group: the supervisor and
+  # every worker. TERM lets uvicorn shut down cleanly; KILL whatever is left after 15 s.
+  kill -TERM -- "-$SERVER_PID" 2>/dev/null || kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 150); do
+    kill -0 -- "-$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  stop_server
+  # Whatever else this script started and is still running (wrk, cpustat, top, py-spy).
+  for pid in $(jobs -p); do
+    kill "$pid" 2>/dev/null || true
+  done
+  for db in "${DBS_CREATED[@]}"; do
+    "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" ||
+      echo "bench: could not drop database $db" >&2
+  done
+  [[ $rc == 0 ]] || echo "bench: exit status $rc; raw outputs in $OUT" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- databases, schema, merchant ----------------------------------------------------------------
+log "databases $APP_DB and $PGB_DB on $PGHOST_:$PGPORT_"
+for db in "$APP_DB" "$PGB_DB"; do
+  "${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$db\""
+  DBS_CREATED+=("$db")
+done
+
+export STRONGROOM_DATABASE_URL="postgresql+asyncpg://$PGUSER_@$PGHOST_:$PGPORT_/$APP_DB"
+export STRONGROOM_LOG_LEVEL="${STRONGROOM_LOG_LEVEL:-warning}"
+export STRONGROOM_ENV="${STRONGROOM_ENV:-development}"
+
+"$BIN/strongroom" db upgrade >"$OUT/migrate.txt" 2>&1 || {
+  cat "$OUT/migrate.txt" >&2
+  die "db upgrade failed"
+}
+"$BIN/strongroom" merchants create --name Bench --json >"$OUT/merchant.json" 2>"$OUT/merchant.err" ||
+  die "merchants create failed: $(cat "$OUT/merchant.err")"
+SK="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret_key"])' "$OUT/merchant.json")"
+[[ "$SK" == sk_test_* ]] || die "no secret key in merchants create output"
+
+# --- server -------------------------------------------------------------------------------------
+PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+URL="http://127.0.0.1:$PORT"
+log "starting strongroom serve --workers $WORKERS on $URL"
+setsid "$BIN/strongroom" serve --no-worker --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
+  >"$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+
+deadline=$((SECONDS + 60))
+until [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/healthz" || true)" == 200 ]]; do
+  kill -0 "$SERVER_PID" 2>/dev/null || {
+    cat "$OUT/server.log" >&2
+    die "the server exited during start-up"
+  }
+  ((SECONDS < deadline)) || {
+    cat "$OUT/server.log" >&2
+    die "GET /healthz did not return 200 within 60 s"
+  }
+  sleep 0.2
+done
+# Give every worker a moment to finish start-up (the first to answer /healthz may be alone).
+sleep 1
+# uvicorn's workers are multiprocessing children (spawn_main); skip its resource tracker.
+WORKER_PIDS=""
+for pid in $(pgrep -P "$SERVER_PID" || true); do
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q spawn_main; then
+    WORKER_PIDS+="$pid "
+  fi
+done
+[[ -n "$WORKER_PIDS" ]] || WORKER_PIDS="$SERVER_PID" # --workers 1 serves in-process
+log "server pid $SERVER_PID, worker pids: $WORKER_PIDS"
+
+# One request by hand, so a broken endpoint fails here with its body instead of as a wall of
+# non-200s in wrk.
+status="$(curl -s -o "$OUT/smoke.json" -w '%{http_code}' --max-time 10 "$URL/v1/payment_intents" \
+  -H "Authorization: Bearer $SK" -H "Content-Type: application/json" \
+  -H "Idempotency-Key: smoke-$RUN_ID" \
+  -d '{"amount":2000,"currency":"usd","payment_method":"tok_visa","confirm":true}')"
+[[ "$status" == 200 ]] || die "smoke request got HTTP $status: $(cat "$OUT/smoke.json")"
+grep -q '"status":"succeeded"' "$OUT/smoke.json" ||
+  die "smoke payment did not succeed: $(cat "$OUT/smoke.json")"
+
+cat >"$OUT/meta.txt" <<EOF
+run_id=$RUN_ID
+workers=$WORKERS
+connections=$CONNECTIONS
+threads=$THREADS
+seconds=$SECONDS_PER_RUN
+scale=$SCALE
+git=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo "+dirty src")
+postgres=$("${PSQL[@]}" -d postgres -c "SELECT version()" | cut -d, -f1)
+db_pool_size=${STRONGROOM_DB_POOL_SIZE:-default}
+EOF
+
+# --- load ---------------------------------------------------------------------------------------
+NONCE="$(date +%s%N)-$$"
+
+# run_wrk NAME key|nokey DURATION: wrk's output to wrk-NAME.txt, CPU split to cpu-NAME.json,
+# and a `top` snapshot half-way through to top-NAME.txt.
+run_wrk() {
+  local name=$1 mode=$2 duration=$3
+  "${PSQL[@]}" -d postgres -c "CHECKPOINT"
+  "$PY" "$BENCH_DIR/cpustat.py" "$SERVER_PID" "$duration" "$OUT/cpu-$name.json" "$APP_DB" &
+  local cpu_pid=$!
+  (sleep "$((duration / 2))" && top -b -n1 -w 200 | head -30 >"$OUT/top-$name.txt") &
+  local top_pid=$!
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" --latency -s "$BENCH_DIR/payments.lua" \
+    "$URL" -- "$SK" "$mode" "$NONCE-$name" "$name" >"$OUT/wrk-$name.txt" 2>"$OUT/wrk-$name.err" || {
+    cat "$OUT/wrk-$name.txt" "$OUT/wrk-$name.err" >&2
+    die "wrk failed ($name)"
+  }
+  wait "$cpu_pid" "$top_pid" || true
+  if [[ -s "$OUT/wrk-$name.err" ]]; then
+    echo "bench: wrk $name wrote to stderr (first non-200 bodies):" >&2
+    head -5 "$OUT/wrk-$name.err" >&2
+  fi
+  grep -E '^\s+(Latency|Req/Sec)|Requests/sec|Non-2xx|Socket errors|^BENCH_RESULT' \
+    "$OUT/wrk-$name.txt" || true
+}
+
+log "warm-up: ${WARMUP}s with Idempotency-Key"
+run_wrk warmup key "$WARMUP" >/dev/null
+log "create-and-confirm WITH Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
+run_wrk key key "$SECONDS_PER_RUN"
+log "create-and-confirm WITHOUT Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
+run_wrk nokey nokey "$SECONDS_PER_RUN"
+
+if [[ "$PROFILE" == 1 ]]; then
+  [[ -x "$BIN/py-spy" ]] || "$BIN/pip" install -q py-spy
+  log "profiling: ${PROFILE_SECONDS}s with Idempotency-Key under py-spy (workers $WORKER_PIDS)"
+  spies=()
+  for pid in $WORKER_PIDS; do
+    # shellcheck disable=SC2086 # BENCH_PROFILE_ARGS is a list of flags, e.g. "--native"
+    "$BIN/py-spy" record --rate "${BENCH_PROFILE_RATE:-100}" --format raw -d "$PROFILE_SECONDS" \
+      ${BENCH_PROFILE_ARGS:-} -p "$pid" -o "$OUT/pyspy-$pid.raw" >"$OUT/pyspy-$pid.log" 2>&1 &
+    spies+=($!)
+  done
+  run_wrk profile key "$PROFILE_SECONDS"
+  wait "${spies[@]}" || true
+  "$PY" "$BENCH_DIR/pyspy_summary.py" "$OUT"/pyspy-*.raw | tee "$OUT/profile-summary.txt"
+fi
+
+log "stopping the server"
+stop_server
+
+# --- pgbench ------------------------------------------------------------------------------------
+PGB=(pgbench -h "$PGHOST_" -p "$PGPORT_" -U "$PGUSER_")
+log "pgbench -i -s $SCALE"
+"${PGB[@]}" -i -q -s "$SCALE" "$PGB_DB" >"$OUT/pgbench-init.txt" 2>&1 || {
+  cat "$OUT/pgbench-init.txt" >&2
+  die "pgbench -i failed"
+}
+"${PSQL[@]}" -d postgres -c "CHECKPOINT"
+log "pgbench TPC-B: $CONNECTIONS clients, $THREADS threads, ${SECONDS_PER_RUN}s"
+"$PY" "$BENCH_DIR/cpustat.py" 0 "$SECONDS_PER_RUN" "$OUT/cpu-pgbench.json" "$PGB_DB" &
+cpu_pid=$!
+"${PGB[@]}" -c "$CONNECTIONS" -j "$THREADS" -T "$SECONDS_PER_RUN" "$PGB_DB" \
+  >"$OUT/pgbench.txt" 2>&1 || {
+  cat "$OUT/pgbench.txt" >&2
+  die "pgbench failed"
+}
+wait "$cpu_pid" || true
+grep -E '^(tps|latency average|number of failed)' "$OUT/pgbench.txt" || true
+
+# --- report -------------------------------------------------------------------------------------
+set +e
+"$PY" "$BENCH_DIR/report.py" "$OUT" | tee "$OUT/report.txt"
+rc=${PIPESTATUS[0]}
+set -e
+ln -sfn "$RUN_ID" "$BENCH_DIR/results/latest"
+exit "$rc"
