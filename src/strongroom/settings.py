@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Age of an unfinished gateway operation before the worker completes it.",
     )
     worker_interval_seconds: float = Field(1.0, gt=0, description="Worker loop poll interval.")
+    api_key_cache_seconds: float = Field(
+        5,
+        ge=0,
+        description="How long a process trusts a key it has looked up (0: always ask the "
+        "database). Revocation reaches other processes within this time.",
+    )
     db_pool_size: int = Field(10, gt=0, description="Connections per process (PostgreSQL).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."

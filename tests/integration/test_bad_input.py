@@ -203,3 +203,16 @@ async def test_list_pages_newest_first_with_a_cursor(
     assert_error_shape(bad, 400, "resource_missing")
     too_many = await client.get("/v1/payment_intents", params={"limit": 101})
     assert_error_shape(too_many, 400, "parameter_invalid")
+
+
+async def test_a_key_revoked_in_this_process_stops_working_at_once(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    merchant = await container.merchants.create_merchant("Cached")
+    key = await container.merchants.create_key(merchant.id, KeyKind.SECRET, livemode=False)
+    headers = {"Authorization": f"Bearer {key.secret}"}
+    assert (await client.get("/v1/payment_intents", headers=headers)).status_code == 200
+
+    await container.merchants.revoke_key(key.id)
+
+    assert (await client.get("/v1/payment_intents", headers=headers)).status_code == 401

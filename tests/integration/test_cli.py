@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from strongroom.bootstrap import Container
+from tests.support import FakeClock
 
 STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
 
@@ -31,7 +32,7 @@ def cli_json(database_url: str, *args: str) -> Any:
 
 
 async def test_merchant_keys_and_revocation(
-    database_url: str, container: Container, client: httpx.AsyncClient
+    database_url: str, container: Container, client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     created = cli_json(database_url, "merchants", "create", "--name", "Cli Co")
     assert created["id"].startswith("acct_")
@@ -49,6 +50,8 @@ async def test_merchant_keys_and_revocation(
 
     revoked = cli_json(database_url, "keys", "revoke", extra["id"])
     assert revoked == {"id": extra["id"], "revoked": True}
+    # Revoked in another process: this one stops trusting its cached lookup within the TTL.
+    clock.advance(seconds=container.settings.api_key_cache_seconds)
     assert (await client.get("/v1/payment_intents", headers=live)).status_code == 401
 
     again = cli(database_url, "keys", "revoke", extra["id"])

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from strongroom.domain.clock import Clock
@@ -46,10 +47,25 @@ class Authenticated:
 
 
 class Merchants:
-    def __init__(self, uow: UnitOfWork, clock: Clock, *, hash_secret: bytes) -> None:
+    """Merchants and keys. Successful key lookups are cached for `key_cache_ttl` so a request
+    does not spend a database round trip on authentication; revoking a key clears it from this
+    process's cache at once, and other processes stop accepting it within the TTL."""
+
+    CACHE_LIMIT = 10_000
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        *,
+        hash_secret: bytes,
+        key_cache_ttl: timedelta = timedelta(seconds=5),
+    ) -> None:
         self.uow = uow
         self.clock = clock
         self._hash_secret = hash_secret
+        self._key_cache_ttl = key_cache_ttl
+        self._key_cache: dict[str, tuple[Authenticated, datetime]] = {}
 
     def key_hash(self, raw: str) -> str:
         return hmac.new(self._hash_secret, raw.encode(), hashlib.sha256).hexdigest()
@@ -113,17 +129,30 @@ class Merchants:
             if not await tx.repo.revoke_api_key(key_id, self.clock.now()):
                 raise ResourceMissing(f"No such active key: '{key_id}'", param="key")
             await tx.commit()
+        self._key_cache = {
+            digest: entry for digest, entry in self._key_cache.items() if entry[0].key_id != key_id
+        }
 
     async def authenticate(self, raw: str) -> Authenticated:
         """Find the key by its keyed hash. The lookup is by digest, so timing reveals nothing
         about the secret; the final comparison is constant-time all the same."""
         digest = self.key_hash(raw)
+        now = self.clock.now()
+        cached = self._key_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         async with self.uow.reading() as repo:
             row = await repo.find_api_key(digest)
         if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
+            self._key_cache.pop(digest, None)
             raise AuthenticationError("Invalid API key provided.")
-        return Authenticated(
+        auth = Authenticated(
             Caller(merchant_id=row.merchant_id, livemode=row.livemode),
             KeyKind(row.kind),
             row.id,
         )
+        if self._key_cache_ttl:
+            if len(self._key_cache) >= self.CACHE_LIMIT:
+                self._key_cache.clear()
+            self._key_cache[digest] = (auth, now + self._key_cache_ttl)
+        return auth

@@ -28,7 +28,7 @@ from strongroom.service_layer.payments import Replayed
 _bearer = HTTPBearer(auto_error=False, description="A secret key: `sk_test_…` or `sk_live_…`.")
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -113,7 +113,7 @@ def _respond(stored: StoredResponse, *, replayed: bool = False) -> Response:
     )
 
 
-def get_responder(request: Request, container: ContainerDep, caller: CallerDep) -> Responder:
+async def get_responder(request: Request, container: ContainerDep, caller: CallerDep) -> Responder:
     return Responder(request, container, caller)
 
 
