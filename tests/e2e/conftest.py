@@ -1,0 +1,73 @@
+"""End-to-end fixtures: a real `strongroom serve` process on a real database, reached over TCP.
+
+Nothing here imports the app: the database is migrated with `strongroom db upgrade`, the
+merchant is made with `strongroom merchants create`, and the server is the `strongroom serve`
+command a user runs, so these tests see exactly what a user (or a browser) sees."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import (
+    HOST,
+    LiveServer,
+    PortTaken,
+    cli,
+    cli_json,
+    free_port,
+    server_env,
+    serving,
+)
+from tests.support import asyncpg_url, pg_available, pg_execute, service_missing, unique_name
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (not migrated: the server's own CLI does that)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'strongroom.db'}"
+        return
+    reason = pg_available()
+    if reason is not None:
+        service_missing("PostgreSQL at 127.0.0.1:5432", reason)
+    name = unique_name("strongroom_e2e")
+    pg_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield asyncpg_url(name)
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def live_server(e2e_database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A migrated database, a merchant made with the CLI, and `strongroom serve` on a free port."""
+    env = server_env(STRONGROOM_DATABASE_URL=e2e_database_url)
+    cli("db", "upgrade", env=env, cwd=tmp_path)
+    merchant = cli_json("merchants", "create", "--name", "E2E", env=env, cwd=tmp_path)
+    assert merchant["secret_key"].startswith("sk_test_")
+    assert merchant["publishable_key"].startswith("pk_test_")
+    log = tmp_path / "server.log"
+    for attempt in range(3):
+        port = free_port()
+        env = {**env, "STRONGROOM_PUBLIC_URL": f"http://{HOST}:{port}"}
+        try:
+            with serving(port, env=env, cwd=tmp_path, log=log) as url:
+                yield LiveServer(
+                    base_url=url,
+                    merchant_id=merchant["id"],
+                    secret_key=merchant["secret_key"],
+                    publishable_key=merchant["publishable_key"],
+                    database_url=e2e_database_url,
+                    env=env,
+                    workdir=tmp_path,
+                    log=log,
+                )
+            return
+        except PortTaken:
+            if attempt == 2:
+                raise
