@@ -52,9 +52,14 @@ class IdempotentRequest:
     resource_id: str | None = None
     replay: StoredResponse | None = None
     response: StoredResponse | None = field(default=None)
+    _took_over: bool = field(default=False, init=False)
 
-    async def claim(self, tx: Transaction, now: datetime) -> None:
-        """Take the key, or set `replay`, or raise IdempotencyMismatch / IdempotencyKeyInUse."""
+    async def claim(self, tx: Transaction, now: datetime, resource_id: str | None = None) -> None:
+        """Take the key, or set `replay`, or raise IdempotencyMismatch / IdempotencyKeyInUse.
+
+        `resource_id` names the object this request is about to create in the same
+        transaction; after a takeover, `self.resource_id` names the one the dead request made.
+        """
         repo = tx.repo
         row_id = await repo.insert_idempotency_key(
             {
@@ -63,12 +68,14 @@ class IdempotentRequest:
                 "method": self.method,
                 "path": self.path,
                 "fingerprint": self.fingerprint,
+                "resource_id": resource_id,
                 "locked_until": now + self.lock_for,
                 "created_at": now,
             }
         )
         if row_id is not None:
             self.row_id = row_id
+            self.resource_id = resource_id
             return
         row = await repo.get_idempotency_key(self.merchant_id, self.key)
         assert row is not None  # the insert conflicted, and keys are only pruned after 24h
@@ -90,21 +97,17 @@ class IdempotentRequest:
         await repo.update_idempotency_key(row.id, locked_until=now + self.lock_for)
         self.row_id = row.id
         self.resource_id = row.resource_id
+        self._took_over = True
 
-    async def attach(self, tx: Transaction, resource_id: str) -> None:
-        assert self.row_id is not None
-        self.resource_id = resource_id
-        await tx.repo.update_idempotency_key(self.row_id, resource_id=resource_id)
+    @property
+    def took_over(self) -> bool:
+        """True when this request resumed one that died, rather than starting afresh."""
+        return self._took_over
 
     async def finish(self, tx: Transaction, outcome: object) -> None:
         assert self.row_id is not None
         self.response = self.render(outcome)
-        await tx.repo.update_idempotency_key(
-            self.row_id,
-            response_status=self.response.status,
-            response_body=self.response.body,
-            locked_until=None,
-        )
+        await tx.repo.finish_idempotency_key(self.row_id, self.response.status, self.response.body)
 
     async def release(self, tx: Transaction, now: datetime) -> None:
         """Unlock without a response, so an immediate retry resumes the work."""

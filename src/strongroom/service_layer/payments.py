@@ -125,58 +125,59 @@ class Payments:
         self, caller: c.Caller, cmd: c.CreatePaymentIntent, idem: IdempotentRequest | None
     ) -> PaymentIntent | Replayed:
         now = self.clock.now()
+        # Checks that need no database run first, so a bad request costs no transaction.
+        currency = parse_currency(cmd.currency)
+        amount = check_amount(cmd.amount, maximum=self.max_amount)
+        pi_id = new_id("pi")
         op: GatewayOperation | None = None
         async with self.uow.transaction() as tx:
-            if idem and await self._claimed_replay(idem, tx, now):
+            if idem and await self._claimed_replay(idem, tx, now, pi_id):
                 return Replayed()
-            pi = None
-            if idem and idem.resource_id:
-                pi = await tx.repo.get_payment_intent(
+            resumed = (
+                await tx.repo.get_payment_intent(
                     caller.merchant_id, idem.resource_id, for_update=True
                 )
-            if pi is None:
-                pi = await self._new_payment_intent(tx, caller, cmd, now)
-                if idem:
-                    await idem.attach(tx, pi.id)
+                if idem and idem.took_over and idem.resource_id
+                else None
+            )
+            if resumed is not None:  # a retry taking over a request that died
+                pi = resumed
+                if pi.pending_operation_id:
+                    op = await tx.repo.get_operation(pi.pending_operation_id)
+            else:
+                if cmd.customer is not None and (
+                    await tx.repo.get_customer(caller.merchant_id, cmd.customer) is None
+                ):
+                    raise ResourceMissing(f"No such customer: '{cmd.customer}'", param="customer")
+                pi = PaymentIntent(
+                    id=pi_id,
+                    merchant_id=caller.merchant_id,
+                    amount=amount,
+                    currency=currency,
+                    status=(
+                        PIStatus.REQUIRES_CONFIRMATION
+                        if cmd.payment_method
+                        else PIStatus.REQUIRES_PAYMENT_METHOD
+                    ),
+                    capture_method=cmd.capture_method,
+                    livemode=caller.livemode,
+                    created_at=now,
+                    customer_id=cmd.customer,
+                    payment_method=cmd.payment_method,
+                    gateway=self.gateway.name,
+                    metadata=cmd.metadata,
+                )
                 if cmd.confirm:
-                    op = await self._begin_confirm(tx, pi, None, now)
-            elif pi.pending_operation_id:  # resuming an abandoned request
-                op = await tx.repo.get_operation(pi.pending_operation_id)
+                    op = self._confirm_operation(pi, None, now)
+                # One INSERT of the intent in its final phase-1 state, then its operation.
+                await tx.repo.add_payment_intent(pi, now)
+                if op is not None:
+                    await tx.repo.add_operation(op)
             if op is None and idem:
                 await idem.finish(tx, pi)
             await tx.commit()
         if op is not None:
             return await self._drive_intent(op, idem)
-        return pi
-
-    async def _new_payment_intent(
-        self, tx: Transaction, caller: c.Caller, cmd: c.CreatePaymentIntent, now: datetime
-    ) -> PaymentIntent:
-        currency = parse_currency(cmd.currency)
-        amount = check_amount(cmd.amount, maximum=self.max_amount)
-        if cmd.customer is not None and (
-            await tx.repo.get_customer(caller.merchant_id, cmd.customer) is None
-        ):
-            raise ResourceMissing(f"No such customer: '{cmd.customer}'", param="customer")
-        pi = PaymentIntent(
-            id=new_id("pi"),
-            merchant_id=caller.merchant_id,
-            amount=amount,
-            currency=currency,
-            status=(
-                PIStatus.REQUIRES_CONFIRMATION
-                if cmd.payment_method
-                else PIStatus.REQUIRES_PAYMENT_METHOD
-            ),
-            capture_method=cmd.capture_method,
-            livemode=caller.livemode,
-            created_at=now,
-            customer_id=cmd.customer,
-            payment_method=cmd.payment_method,
-            gateway=self.gateway.name,
-            metadata=cmd.metadata,
-        )
-        await tx.repo.add_payment_intent(pi, now)
         return pi
 
     async def get_payment_intent(self, caller: c.Caller, pi_id: str) -> PaymentIntent:
@@ -203,7 +204,7 @@ class Payments:
         self, caller: c.Caller, cmd: c.ConfirmPaymentIntent, idem: IdempotentRequest | None
     ) -> PaymentIntent | Replayed:
         async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
-            return await self._begin_confirm(tx, pi, cmd.payment_method, now)
+            return self._confirm_operation(pi, cmd.payment_method, now)
 
         return await self._on_intent(caller, cmd.payment_intent, idem, start)
 
@@ -212,8 +213,8 @@ class Payments:
     ) -> PaymentIntent | Replayed:
         async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
             amount = pi.begin_capture(cmd.amount_to_capture)
-            return await self._begin(
-                tx, pi, OperationKind.CAPTURE, amount, {"reference": pi.gateway_reference}, now
+            return self._operation(
+                pi, OperationKind.CAPTURE, amount, {"reference": pi.gateway_reference}, now
             )
 
         return await self._on_intent(caller, cmd.payment_intent, idem, start)
@@ -229,11 +230,8 @@ class Payments:
                     "reference": pi.gateway_reference,
                     "reason": cmd.cancellation_reason,
                 }
-                return await self._begin(
-                    tx, pi, OperationKind.VOID, pi.amount_capturable, request, now
-                )
+                return self._operation(pi, OperationKind.VOID, pi.amount_capturable, request, now)
             await tx.repo.post(pi.merchant_id, pi.cancel(cmd.cancellation_reason, now), now)
-            await tx.repo.save_payment_intent(pi, now)
             return None
 
         return await self._on_intent(caller, cmd.payment_intent, idem, start)
@@ -261,7 +259,10 @@ class Payments:
                     status=pi.status,
                 )
             op = await start(tx, pi, now)
-            if op is None and idem:
+            await tx.repo.save_payment_intent(pi, now)
+            if op is not None:
+                await tx.repo.add_operation(op)
+            elif idem:
                 await idem.finish(tx, pi)
             await tx.commit()
         if op is None:
@@ -281,22 +282,20 @@ class Payments:
             with contextlib.suppress(StrongroomError):
                 await self._drive(op, None)
 
-    async def _begin_confirm(
-        self, tx: Transaction, pi: PaymentIntent, payment_method: str | None, now: datetime
+    def _confirm_operation(
+        self, pi: PaymentIntent, payment_method: str | None, now: datetime
     ) -> GatewayOperation:
         reference = pi.gateway_reference if pi.status is PIStatus.REQUIRES_ACTION else None
         pi.begin_confirm(payment_method)
-        capture = pi.capture_method is CaptureMethod.AUTOMATIC
-        request: dict[str, object] = {"capture": capture}
+        request: dict[str, object] = {"capture": pi.capture_method is CaptureMethod.AUTOMATIC}
         if reference is not None:
             request["resume"] = reference
         else:
             request["payment_method"] = pi.payment_method
-        return await self._begin(tx, pi, OperationKind.AUTHORIZE, pi.amount, request, now)
+        return self._operation(pi, OperationKind.AUTHORIZE, pi.amount, request, now)
 
-    async def _begin(
-        self,
-        tx: Transaction,
+    @staticmethod
+    def _operation(
         pi: PaymentIntent,
         kind: OperationKind,
         amount: int,
@@ -304,7 +303,8 @@ class Payments:
         now: datetime,
         refund_id: str | None = None,
     ) -> GatewayOperation:
-        """Phase 1's common tail: record the operation as the recovery point."""
+        """Phase 1's recovery point: the operation row the caller inserts before the call.
+        Intent-level operations also mark the intent, so no other one starts meanwhile."""
         op = GatewayOperation(
             id=new_id("gop"),
             merchant_id=pi.merchant_id,
@@ -318,10 +318,8 @@ class Payments:
             created_at=now,
             updated_at=now,
         )
-        await tx.repo.add_operation(op)
         if refund_id is None:
             pi.pending_operation_id = op.id
-        await tx.repo.save_payment_intent(pi, now)
         return op
 
     # --- refunds -------------------------------------------------------------------------------
@@ -329,18 +327,24 @@ class Payments:
         self, caller: c.Caller, cmd: c.CreateRefund, idem: IdempotentRequest | None
     ) -> Refund | Replayed:
         now = self.clock.now()
+        if cmd.amount is not None:
+            check_amount(cmd.amount, maximum=self.max_amount)
+        refund_id = new_id("re")
+        op: GatewayOperation | None = None
         async with self.uow.transaction() as tx:
-            if idem and await self._claimed_replay(idem, tx, now):
+            if idem and await self._claimed_replay(idem, tx, now, refund_id):
                 return Replayed()
-            refund = op = None
-            if idem and idem.resource_id:
-                refund = await tx.repo.get_refund(caller.merchant_id, idem.resource_id)
-                if refund is not None and refund.status is RefundStatus.PENDING:
+            resumed = (
+                await tx.repo.get_refund(caller.merchant_id, idem.resource_id)
+                if idem and idem.took_over and idem.resource_id
+                else None
+            )
+            if resumed is not None:  # a retry taking over a request that died
+                refund = resumed
+                if refund.status is RefundStatus.PENDING:
                     op = await tx.repo.operation_for_refund(refund.id)
-            if refund is None:
-                refund, op = await self._begin_refund(tx, caller, cmd, now)
-                if idem:
-                    await idem.attach(tx, refund.id)
+            else:
+                refund, op = await self._begin_refund(tx, caller, cmd, refund_id, now)
             if op is None and idem:
                 await idem.finish(tx, refund)
             await tx.commit()
@@ -351,10 +355,8 @@ class Payments:
         return refund
 
     async def _begin_refund(
-        self, tx: Transaction, caller: c.Caller, cmd: c.CreateRefund, now: datetime
+        self, tx: Transaction, caller: c.Caller, cmd: c.CreateRefund, refund_id: str, now: datetime
     ) -> tuple[Refund, GatewayOperation]:
-        if cmd.amount is not None:
-            check_amount(cmd.amount, maximum=self.max_amount)
         pi = await tx.repo.get_payment_intent(
             caller.merchant_id, cmd.payment_intent, for_update=True
         )
@@ -364,7 +366,7 @@ class Payments:
             )
         amount = pi.reserve_refund(cmd.amount)
         refund = Refund(
-            id=new_id("re"),
+            id=refund_id,
             merchant_id=caller.merchant_id,
             payment_intent_id=pi.id,
             amount=amount,
@@ -374,16 +376,12 @@ class Payments:
             reason=cmd.reason,
             metadata=cmd.metadata,
         )
-        await tx.repo.add_refund(refund, now)
-        op = await self._begin(
-            tx,
-            pi,
-            OperationKind.REFUND,
-            amount,
-            {"reference": pi.gateway_reference},
-            now,
-            refund_id=refund.id,
+        op = self._operation(
+            pi, OperationKind.REFUND, amount, {"reference": pi.gateway_reference}, now, refund.id
         )
+        await tx.repo.save_payment_intent(pi, now)
+        await tx.repo.add_refund(refund, now)
+        await tx.repo.add_operation(op)
         return refund, op
 
     async def get_refund(self, caller: c.Caller, refund_id: str) -> Refund:
@@ -455,8 +453,11 @@ class Payments:
     async def _apply(
         self, tx: Transaction, stale: GatewayOperation, answer: GatewayAnswer, now: datetime
     ) -> Outcome:
-        op = await tx.repo.get_operation(stale.id, for_update=True)
-        assert op is not None
+        op = stale  # its fields never change; only its status does, guarded just below
+        final = (
+            OperationStatus.FAILED if isinstance(answer, Declined) else OperationStatus.SUCCEEDED
+        )
+        first = await tx.repo.finish_operation(op.id, final, now)
         pi = await tx.repo.get_payment_intent(op.merchant_id, op.payment_intent_id, for_update=True)
         assert pi is not None
         refund = (
@@ -464,7 +465,7 @@ class Payments:
             if op.refund_id
             else None
         )
-        if op.status is not OperationStatus.STARTED:
+        if not first:
             return refund or pi  # another process finished it first; its result stands
         outcome: Outcome
         if op.kind is OperationKind.REFUND:
@@ -498,10 +499,6 @@ class Payments:
             outcome = IllegalTransition(answer.message, status=pi.status, code=answer.code)
         await tx.repo.post(op.merchant_id, txs, now)
         await tx.repo.save_payment_intent(pi, now)
-        ok = not isinstance(answer, Declined)
-        await tx.repo.finish_operation(
-            op.id, OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED, now
-        )
         return outcome
 
     # --- recovery ------------------------------------------------------------------------------
@@ -530,7 +527,11 @@ class Payments:
         return finished
 
     async def _claimed_replay(
-        self, idem: IdempotentRequest, tx: Transaction, now: datetime
+        self,
+        idem: IdempotentRequest,
+        tx: Transaction,
+        now: datetime,
+        resource_id: str | None = None,
     ) -> bool:
-        await idem.claim(tx, now)
+        await idem.claim(tx, now, resource_id)
         return idem.replay is not None

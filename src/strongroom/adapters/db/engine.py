@@ -7,13 +7,15 @@ failing with SQLITE_BUSY halfway through. Reads use a second engine with plain d
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -66,3 +68,17 @@ def create_engines(database_url: str, *, pool_size: int = 10) -> Engines:
         database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
     )
     return Engines(write=engine, read=engine)
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for writes that are one statement each: on PostgreSQL every statement
+    commits by itself (one round trip instead of BEGIN, statement, COMMIT). SQLite keeps its
+    ordinary transaction, because our BEGIN IMMEDIATE listener owns its transaction control
+    and a local commit costs no round trip anyway."""
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+    else:
+        async with engine.begin() as conn:
+            yield conn

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -31,6 +31,47 @@ from strongroom.domain.model import (
     Refund,
     RefundStatus,
 )
+
+# Statements on the payment path are built once: SQLAlchemy then reuses their compiled form
+# and cache key instead of rebuilding both on every call.
+_pis = t.payment_intents
+_ops = t.gateway_operations
+_keys = t.idempotency_keys
+_PI_BY_ID = select(_pis).where(
+    _pis.c.id == bindparam("id"), _pis.c.merchant_id == bindparam("merchant_id")
+)
+_PI_BY_ID_LOCKED = _PI_BY_ID.with_for_update()
+_INSERT_PI = _pis.insert()
+_UPDATE_PI = update(_pis).where(_pis.c.id == bindparam("b_id"))
+_INSERT_OP = _ops.insert()
+_FINISH_OP = (
+    update(_ops)
+    .where(_ops.c.id == bindparam("b_id"), _ops.c.status == OperationStatus.STARTED)
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_now"), locked_until=None)
+    .returning(_ops.c.id)
+)
+_INSERT_LEDGER_TX = t.ledger_transactions.insert()
+_INSERT_LEDGER_ENTRY = t.ledger_entries.insert()
+_API_KEY_BY_HASH = select(t.api_keys).where(t.api_keys.c.key_hash == bindparam("hash"))
+_KEY_LOCKED = (
+    select(_keys)
+    .where(_keys.c.merchant_id == bindparam("merchant_id"), _keys.c.key == bindparam("key"))
+    .with_for_update()
+)
+_FINISH_KEY = (
+    update(_keys)
+    .where(_keys.c.id == bindparam("b_id"))
+    .values(
+        response_status=bindparam("b_status"), response_body=bindparam("b_body"), locked_until=None
+    )
+)
+_INSERT_KEY = {
+    dialect: insert(_keys)
+    .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
+    .returning(_keys.c.id)
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_PI_IMMUTABLE = frozenset({"id", "merchant_id", "created_at", "livemode", "currency"})
 
 
 class Repository:
@@ -88,9 +129,7 @@ class Repository:
         await self.conn.execute(t.api_keys.insert().values(**values))
 
     async def find_api_key(self, key_hash: str) -> Row[Any] | None:
-        return (
-            await self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
-        ).first()
+        return (await self.conn.execute(_API_KEY_BY_HASH, {"hash": key_hash})).first()
 
     async def revoke_api_key(self, key_id: str, now: datetime) -> bool:
         result = await self.conn.execute(
@@ -116,28 +155,18 @@ class Repository:
 
     # --- payment intents -----------------------------------------------------------------------
     async def add_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
-        await self.conn.execute(t.payment_intents.insert().values(**_pi_values(pi), updated_at=now))
+        await self.conn.execute(_INSERT_PI, {**_pi_values(pi), "updated_at": now})
 
     async def get_payment_intent(
         self, merchant_id: str, pi_id: str, *, for_update: bool = False
     ) -> PaymentIntent | None:
-        query = select(t.payment_intents).where(
-            t.payment_intents.c.id == pi_id, t.payment_intents.c.merchant_id == merchant_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
+        query = _PI_BY_ID_LOCKED if for_update else _PI_BY_ID
+        row = (await self.conn.execute(query, {"id": pi_id, "merchant_id": merchant_id})).first()
         return _pi_from_row(row) if row is not None else None
 
     async def save_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
-        values = _pi_values(pi)
-        for immutable in ("id", "merchant_id", "created_at", "livemode", "currency"):
-            values.pop(immutable)
-        await self.conn.execute(
-            update(t.payment_intents)
-            .where(t.payment_intents.c.id == pi.id)
-            .values(**values, updated_at=now)
-        )
+        values = {k: v for k, v in _pi_values(pi).items() if k not in _PI_IMMUTABLE}
+        await self.conn.execute(_UPDATE_PI, {**values, "updated_at": now, "b_id": pi.id})
 
     async def list_payment_intents(
         self, merchant_id: str, *, limit: int, starting_after: str | None
@@ -202,7 +231,7 @@ class Repository:
 
     # --- gateway operations --------------------------------------------------------------------
     async def add_operation(self, op: GatewayOperation) -> None:
-        await self.conn.execute(t.gateway_operations.insert().values(**vars(op)))
+        await self.conn.execute(_INSERT_OP, vars(op))
 
     async def get_operation(
         self, op_id: str, *, for_update: bool = False
@@ -221,12 +250,13 @@ class Repository:
         ).first()
         return _op_from_row(row) if row is not None else None
 
-    async def finish_operation(self, op_id: str, status: OperationStatus, now: datetime) -> None:
-        await self.conn.execute(
-            update(t.gateway_operations)
-            .where(t.gateway_operations.c.id == op_id)
-            .values(status=status, updated_at=now, locked_until=None)
+    async def finish_operation(self, op_id: str, status: OperationStatus, now: datetime) -> bool:
+        """Mark a started operation finished; False when another process finished it first.
+        The conditional UPDATE is the guard that makes applying an answer happen once."""
+        result = await self.conn.execute(
+            _FINISH_OP, {"b_id": op_id, "b_status": status, "b_now": now}
         )
+        return result.first() is not None
 
     async def lease_stale_operations(
         self, *, now: datetime, older_than: datetime, lease_until: datetime, limit: int
@@ -295,8 +325,8 @@ class Repository:
                 }
                 for p in tx.postings
             )
-        await self.conn.execute(t.ledger_transactions.insert(), tx_rows)
-        await self.conn.execute(t.ledger_entries.insert(), entry_rows)
+        await self.conn.execute(_INSERT_LEDGER_TX, tx_rows)
+        await self.conn.execute(_INSERT_LEDGER_ENTRY, entry_rows)
 
     async def balances(self, merchant_id: str) -> dict[tuple[str, str], int]:
         """(account, currency) → balance, debit positive."""
@@ -315,23 +345,17 @@ class Repository:
     async def insert_idempotency_key(self, values: dict[str, Any]) -> int | None:
         """Insert unless the (merchant, key) pair exists; the new row's id, or None.
         On PostgreSQL a concurrent insert of the same key waits for ours to commit."""
-        insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        statement = (
-            insert(t.idempotency_keys)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
-            .returning(t.idempotency_keys.c.id)
-        )
-        row_id = (await self.conn.execute(statement)).scalar()
+        statement = _INSERT_KEY[self.conn.dialect.name]
+        row_id = (await self.conn.execute(statement, values)).scalar()
         return int(row_id) if row_id is not None else None
 
     async def get_idempotency_key(self, merchant_id: str, key: str) -> Row[Any] | None:
-        k = t.idempotency_keys
         return (
-            await self.conn.execute(
-                select(k).where(k.c.merchant_id == merchant_id, k.c.key == key).with_for_update()
-            )
+            await self.conn.execute(_KEY_LOCKED, {"merchant_id": merchant_id, "key": key})
         ).first()
+
+    async def finish_idempotency_key(self, row_id: int, status: int, body: str) -> None:
+        await self.conn.execute(_FINISH_KEY, {"b_id": row_id, "b_status": status, "b_body": body})
 
     async def update_idempotency_key(self, row_id: int, **values: Any) -> None:
         k = t.idempotency_keys

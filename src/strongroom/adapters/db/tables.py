@@ -196,6 +196,8 @@ sandbox_charges = Table(
     Column("capture", Boolean, nullable=False),
     Column("challenge", String(16), nullable=True),  # 3-D Secure: pending | succeeded | failed
     Column("created_at", UTCDateTime(), nullable=False),
+    # The key the charge was made with, so an authorization is one INSERT … ON CONFLICT.
+    Column("idempotency_key", String(255), nullable=True, unique=True),
 )
 
 sandbox_requests = Table(

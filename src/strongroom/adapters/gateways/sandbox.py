@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from strongroom.adapters.db.engine import autocommit
 from strongroom.adapters.db.tables import sandbox_charges, sandbox_requests
 from strongroom.adapters.gateways.port import GatewayServerError, GatewayTimeout
 from strongroom.domain.clock import Clock
@@ -58,6 +61,11 @@ TEST_TOKENS: dict[str, _Card] = {
 }
 
 
+_CHARGE_BY_KEY = select(sandbox_charges).where(
+    sandbox_charges.c.idempotency_key == bindparam("key")
+)
+
+
 class SandboxGateway:
     name = "sandbox"
 
@@ -66,6 +74,12 @@ class SandboxGateway:
         self._public_url = public_url.rstrip("/")
         self._clock = clock
         self._faults: deque[Fault] = deque()
+        insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._insert_charge = (
+            insert(sandbox_charges)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(*sandbox_charges.c)
+        )
 
     # --- test controls -------------------------------------------------------------------------
     def inject(self, fault: Fault, times: int = 1) -> None:
@@ -82,45 +96,53 @@ class SandboxGateway:
         capture: bool,
         idempotency_key: str,
     ) -> GatewayAnswer:
-        async def charge(conn: AsyncConnection) -> GatewayAnswer:
-            card = TEST_TOKENS.get(payment_method)
-            if card is None:
-                return Declined(
-                    None,
-                    "payment_method_invalid",
-                    None,
-                    f"No such payment method: {payment_method!r}; use a test token like tok_visa.",
-                )
-            charge_id = new_id("ch")
-            if not card.approve:
-                status = "declined"
-            elif card.three_d_secure:
-                status = "requires_action"
-            else:
-                status = "captured" if capture else "authorized"
-            await conn.execute(
-                sandbox_charges.insert().values(
-                    id=charge_id,
-                    payment_method=payment_method,
-                    amount=amount,
-                    currency=currency,
-                    status=status,
-                    amount_captured=amount if status == "captured" else 0,
-                    amount_refunded=0,
-                    capture=capture,
-                    challenge="pending" if status == "requires_action" else None,
-                    created_at=self._clock.now(),
-                )
+        """One INSERT … ON CONFLICT on the key: a retry finds the charge the first call made.
+        The answer is derived from the charge's fixed columns, so a replay gives the first
+        answer even after the charge has moved on (captured, voided, challenge answered)."""
+        self._maybe_fail_before()
+        card = TEST_TOKENS.get(payment_method)
+        if card is None:  # nothing is recorded, so the answer is the same on every retry
+            return Declined(
+                None,
+                "payment_method_invalid",
+                None,
+                f"No such payment method: {payment_method!r}; use a test token like tok_visa.",
             )
-            if status == "declined":
-                assert card.code is not None
-                assert card.message is not None
-                return Declined(charge_id, card.code, card.decline_code, card.message)
-            if status == "requires_action":
-                return ActionRequired(charge_id, f"{self._public_url}/sandbox/3ds/{charge_id}")
-            return Approved(charge_id, captured=capture)
+        if not card.approve:
+            status = "declined"
+        elif card.three_d_secure:
+            status = "requires_action"
+        else:
+            status = "captured" if capture else "authorized"
+        values = {
+            "id": new_id("ch"),
+            "idempotency_key": idempotency_key,
+            "payment_method": payment_method,
+            "amount": amount,
+            "currency": currency,
+            "status": status,
+            "amount_captured": amount if status == "captured" else 0,
+            "amount_refunded": 0,
+            "capture": capture,
+            "challenge": "pending" if status == "requires_action" else None,
+            "created_at": self._clock.now(),
+        }
+        async with autocommit(self._engine) as conn:
+            row = (await conn.execute(self._insert_charge, values)).first()
+            if row is None:
+                row = (await conn.execute(_CHARGE_BY_KEY, {"key": idempotency_key})).one()
+        self._maybe_fail_after()
+        return self._authorization_answer(row)
 
-        return await self._idempotent(idempotency_key, "authorize", charge)
+    def _authorization_answer(self, row: Any) -> GatewayAnswer:
+        card = TEST_TOKENS[row.payment_method]
+        if not card.approve:
+            assert card.code is not None
+            assert card.message is not None
+            return Declined(row.id, card.code, card.decline_code, card.message)
+        if row.challenge is not None:
+            return ActionRequired(row.id, f"{self._public_url}/sandbox/3ds/{row.id}")
+        return Approved(row.id, captured=bool(row.capture))
 
     async def confirm_action(
         self, *, reference: str, capture: bool, idempotency_key: str
@@ -210,11 +232,7 @@ class SandboxGateway:
         operation: str,
         act: Callable[[AsyncConnection], Awaitable[GatewayAnswer]],
     ) -> GatewayAnswer:
-        fault = self._faults.popleft() if self._faults else None
-        if fault is Fault.TIMEOUT_BEFORE_CHARGE:
-            raise GatewayTimeout("sandbox: timed out before charging")
-        if fault is Fault.SERVER_ERROR:
-            raise GatewayServerError("sandbox: 500 Internal Server Error")
+        self._maybe_fail_before()
         async with self._engine.begin() as conn:
             stored = (
                 await conn.execute(
@@ -237,9 +255,25 @@ class SandboxGateway:
                         created_at=self._clock.now(),
                     )
                 )
-        if fault is Fault.TIMEOUT_AFTER_CHARGE:
-            raise GatewayTimeout("sandbox: timed out after charging")
+        self._maybe_fail_after()
         return answer
+
+    def _maybe_fail_before(self) -> None:
+        """Apply an injected fault that strikes before the processor acts. A fault that strikes
+        after it is kept for `_maybe_fail_after`."""
+        if not self._faults:
+            return
+        if self._faults[0] is Fault.TIMEOUT_BEFORE_CHARGE:
+            self._faults.popleft()
+            raise GatewayTimeout("sandbox: timed out before charging")
+        if self._faults[0] is Fault.SERVER_ERROR:
+            self._faults.popleft()
+            raise GatewayServerError("sandbox: 500 Internal Server Error")
+
+    def _maybe_fail_after(self) -> None:
+        if self._faults and self._faults[0] is Fault.TIMEOUT_AFTER_CHARGE:
+            self._faults.popleft()
+            raise GatewayTimeout("sandbox: timed out after charging")
 
     @staticmethod
     async def _charge(conn: AsyncConnection, charge_id: str) -> Any:

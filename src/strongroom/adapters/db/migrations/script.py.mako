@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 
-import strongroom.adapters.db.types
+import strongroom.adapters.db.types  # noqa: F401 - used when a migration names our types
 
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
