@@ -62,6 +62,8 @@ def install(app: FastAPI) -> None:
             message = f"Missing required param: {param}."
         elif kind == "extra_forbidden":
             message = f"Received unknown parameter: {param}."
+        elif kind == "string_pattern_mismatch":
+            message = f"Invalid {param}: it contains characters that are not allowed here."
         elif param:
             message = f"Invalid {param}: {first.get('msg', 'invalid value')}."
         else:

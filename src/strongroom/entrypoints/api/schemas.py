@@ -5,16 +5,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from strongroom.domain.model import CancellationReason, CaptureMethod, RefundReason
 
+# PostgreSQL text cannot hold U+0000, so every string is refused with it at the edge, on every
+# database alike; the pattern also tells OpenAPI clients (and fuzzers) it is not allowed.
+NO_NUL = r"^[^\x00]*$"
+ObjectId = Annotated[str, Field(min_length=1, max_length=40, pattern=NO_NUL)]
+PathId = Annotated[str, Path(max_length=255, pattern=NO_NUL)]
+Token = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=NO_NUL, description="A gateway token.")
+]
 Metadata = Annotated[
-    dict[Annotated[str, Field(min_length=1, max_length=40)], Annotated[str, Field(max_length=500)]],
+    dict[
+        Annotated[str, Field(min_length=1, max_length=40, pattern=NO_NUL)],
+        Annotated[str, Field(max_length=500, pattern=NO_NUL)],
+    ],
     Field(max_length=50, description="Up to 50 keys of ≤40 characters, values ≤500 characters."),
 ]
-Token = Annotated[str, Field(min_length=1, max_length=255, description="A gateway token.")]
-ObjectId = Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class Body(BaseModel):
@@ -22,15 +32,15 @@ class Body(BaseModel):
 
 
 class CustomerCreate(Body):
-    email: Annotated[str, Field(max_length=512)] | None = None
-    name: Annotated[str, Field(max_length=256)] | None = None
-    description: Annotated[str, Field(max_length=1000)] | None = None
+    email: Annotated[str, Field(max_length=512, pattern=NO_NUL)] | None = None
+    name: Annotated[str, Field(max_length=256, pattern=NO_NUL)] | None = None
+    description: Annotated[str, Field(max_length=1000, pattern=NO_NUL)] | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
 class PaymentIntentCreate(Body):
     amount: StrictInt = Field(description="Minor units of `currency`, e.g. 1099 for $10.99.")
-    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217, e.g. usd.")]
     customer: ObjectId | None = None
     payment_method: Token | None = None
     capture_method: CaptureMethod = CaptureMethod.AUTOMATIC

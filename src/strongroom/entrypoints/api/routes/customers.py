@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, IdempotencyKey, RespondDep
 from strongroom.entrypoints.api.rendering import customer_out
 from strongroom.entrypoints.api.routes._docs import READ, WRITE, errors
-from strongroom.entrypoints.api.schemas import CustomerCreate, CustomerOut
+from strongroom.entrypoints.api.schemas import CustomerCreate, CustomerOut, PathId
 from strongroom.service_layer import commands as c
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -30,6 +30,6 @@ async def create_customer(
 
 
 @router.get("/{customer_id}", response_model=CustomerOut, responses=errors(*READ))
-async def get_customer(customer_id: str, caller: CallerDep, container: ContainerDep) -> Response:
+async def get_customer(customer_id: PathId, caller: CallerDep, container: ContainerDep) -> Response:
     customer = await container.payments.get_customer(caller, customer_id)
     return Response(customer_out(customer).model_dump_json(), media_type="application/json")

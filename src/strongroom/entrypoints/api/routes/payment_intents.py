@@ -11,6 +11,8 @@ from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, Idempotency
 from strongroom.entrypoints.api.rendering import payment_intent_out
 from strongroom.entrypoints.api.routes._docs import PAYMENT, READ, errors
 from strongroom.entrypoints.api.schemas import (
+    NO_NUL,
+    PathId,
     PaymentIntentCancel,
     PaymentIntentCapture,
     PaymentIntentConfirm,
@@ -44,7 +46,9 @@ async def list_payment_intents(
     caller: CallerDep,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-    starting_after: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    starting_after: Annotated[
+        str | None, Query(min_length=1, max_length=40, pattern=NO_NUL)
+    ] = None,
 ) -> Response:
     items, has_more = await container.payments.list_payment_intents(
         caller, limit=limit, starting_after=starting_after
@@ -59,7 +63,7 @@ async def list_payment_intents(
 
 @router.get("/{intent_id}", response_model=PaymentIntentOut, responses=errors(*READ))
 async def get_payment_intent(
-    intent_id: str, caller: CallerDep, container: ContainerDep
+    intent_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     pi = await container.payments.get_payment_intent(caller, intent_id)
     return Response(payment_intent_out(pi).model_dump_json(), media_type="application/json")
@@ -67,7 +71,7 @@ async def get_payment_intent(
 
 @router.post("/{intent_id}/confirm", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
 async def confirm_payment_intent(
-    intent_id: str,
+    intent_id: PathId,
     respond: RespondDep,
     caller: CallerDep,
     container: ContainerDep,
@@ -82,7 +86,7 @@ async def confirm_payment_intent(
 
 @router.post("/{intent_id}/capture", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
 async def capture_payment_intent(
-    intent_id: str,
+    intent_id: PathId,
     respond: RespondDep,
     caller: CallerDep,
     container: ContainerDep,
@@ -97,7 +101,7 @@ async def capture_payment_intent(
 
 @router.post("/{intent_id}/cancel", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
 async def cancel_payment_intent(
-    intent_id: str,
+    intent_id: PathId,
     respond: RespondDep,
     caller: CallerDep,
     container: ContainerDep,

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, IdempotencyKey, RespondDep
 from strongroom.entrypoints.api.rendering import refund_out
 from strongroom.entrypoints.api.routes._docs import PAYMENT, READ, errors
-from strongroom.entrypoints.api.schemas import RefundCreate, RefundOut
+from strongroom.entrypoints.api.schemas import PathId, RefundCreate, RefundOut
 from strongroom.service_layer import commands as c
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
@@ -29,6 +29,6 @@ async def create_refund(
 
 
 @router.get("/{refund_id}", response_model=RefundOut, responses=errors(*READ))
-async def get_refund(refund_id: str, caller: CallerDep, container: ContainerDep) -> Response:
+async def get_refund(refund_id: PathId, caller: CallerDep, container: ContainerDep) -> Response:
     refund = await container.payments.get_refund(caller, refund_id)
     return Response(refund_out(refund).model_dump_json(), media_type="application/json")
