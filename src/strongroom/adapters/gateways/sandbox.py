@@ -205,7 +205,7 @@ class SandboxGateway:
     # --- the customer's side of 3-D Secure -----------------------------------------------------
     async def charge(self, charge_id: str) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:
-            row = await self._charge(conn, charge_id)
+            row = await self._charge(conn, charge_id, lock=False)
             return dict(row._mapping) if row is not None else None
 
     async def answer_challenge(self, charge_id: str, *, succeeded: bool) -> bool:
@@ -276,10 +276,11 @@ class SandboxGateway:
             raise GatewayTimeout("sandbox: timed out after charging")
 
     @staticmethod
-    async def _charge(conn: AsyncConnection, charge_id: str) -> Any:
-        return (
-            await conn.execute(select(sandbox_charges).where(sandbox_charges.c.id == charge_id))
-        ).first()
+    async def _charge(conn: AsyncConnection, charge_id: str, *, lock: bool = True) -> Any:
+        """The charge row, locked by default: every change is read-modify-write, and two
+        concurrent refunds must not both add to the same old amount."""
+        query = select(sandbox_charges).where(sandbox_charges.c.id == charge_id)
+        return (await conn.execute(query.with_for_update() if lock else query)).first()
 
     @staticmethod
     async def _set(conn: AsyncConnection, charge_id: str, **values: Any) -> None:
