@@ -225,3 +225,32 @@ async def test_keys_are_kept_24_hours_then_pruned_by_the_worker(
     young = await client.post("/v1/payment_intents", json=CHARGE, headers=keyed("k-young"))
     assert young.headers.get("Idempotent-Replayed") == "true"
     assert timedelta(hours=container.settings.idempotency_retention_hours) >= timedelta(hours=24)
+
+
+async def test_a_confirm_that_died_is_finished_by_its_retry_not_refused(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    created = await client.post(
+        "/v1/payment_intents",
+        json={
+            "amount": 700,
+            "currency": "usd",
+            "payment_method": "tok_visa",
+            "capture_method": "manual",
+        },
+    )
+    confirm = f"/v1/payment_intents/{created.json()['id']}/confirm"
+    container.payments.gateway = CrashAfterCharge(container.sandbox)
+    with pytest.raises(RuntimeError):
+        await client.post(confirm, headers=keyed("k-confirm-dead"))
+    container.payments.gateway = container.sandbox
+
+    clock.advance(seconds=container.settings.idempotency_lock_seconds + 1)
+    retry = await client.post(confirm, headers=keyed("k-confirm-dead"))
+
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "requires_capture"
+    assert len(await container.sandbox.list_charges()) == 1
+    replay = await client.post(confirm, headers=keyed("k-confirm-dead"))
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == retry.content

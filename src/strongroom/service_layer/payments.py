@@ -253,16 +253,25 @@ class Payments:
             pi = await tx.repo.get_payment_intent(caller.merchant_id, pi_id, for_update=True)
             if pi is None:
                 raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
-            if pi.pending_operation_id:
+            if idem and idem.took_over:
+                # The request that died committed its phase 1 (the key is claimed there), so
+                # its work exists: finish it, or answer with what it already did.
+                op = (
+                    await tx.repo.get_operation(pi.pending_operation_id)
+                    if pi.pending_operation_id
+                    else None
+                )
+            elif pi.pending_operation_id:
                 raise IllegalTransition(
                     "Another request on this PaymentIntent is in progress; retry shortly.",
                     status=pi.status,
                 )
-            op = await start(tx, pi, now)
-            await tx.repo.save_payment_intent(pi, now)
-            if op is not None:
-                await tx.repo.add_operation(op)
-            elif idem:
+            else:
+                op = await start(tx, pi, now)
+                await tx.repo.save_payment_intent(pi, now)
+                if op is not None:
+                    await tx.repo.add_operation(op)
+            if op is None and idem:
                 await idem.finish(tx, pi)
             await tx.commit()
         if op is None:
