@@ -163,14 +163,6 @@ def test_reservations_never_add_up_to_more_than_was_received(
         assert 0 <= pi.amount_refunded <= pi.amount_received
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug (latent): PaymentIntent.reserve_refund accepts amount <= 0; a negative amount "
-        "lowers amount_refunded so later refunds can total more than amount_received. The "
-        "service guards it with check_amount before calling, but the domain does not."
-    ),
-)
 @pytest.mark.parametrize("amount", [0, -500])
 def test_reserve_refund_refuses_a_non_positive_amount(amount: int) -> None:
     pi = succeeded(1000)

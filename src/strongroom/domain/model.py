@@ -324,6 +324,10 @@ class PaymentIntent:
                 param="payment_intent",
             )
         amount = remaining if amount is None else amount
+        if amount <= 0:
+            raise InvalidRequest(
+                "Refund amount must be a positive integer.", code="amount_too_small", param="amount"
+            )
         if amount > remaining:
             raise InvalidRequest(
                 f"Refund amount ({amount}) is greater than the unrefunded amount ({remaining}).",
