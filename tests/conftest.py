@@ -19,9 +19,8 @@ from tests.support import (
     FakeClock,
     asyncpg_url,
     pg_available,
-    pg_execute,
+    pg_database,
     service_missing,
-    unique_name,
 )
 
 
@@ -39,13 +38,9 @@ def pg_template() -> Iterator[str]:
     reason = pg_available()
     if reason is not None:
         service_missing("PostgreSQL at 127.0.0.1:5432", reason)
-    name = unique_name("strongroom_tpl")
-    pg_execute(f'CREATE DATABASE "{name}"')
-    try:
+    with pg_database("strongroom_tpl") as name:
         upgrade(asyncpg_url(name))
         yield name
-    finally:
-        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _sqlite_url(template: Path, tmp_path: Path) -> str:
@@ -63,12 +58,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield _sqlite_url(request.getfixturevalue("sqlite_template"), tmp_path)
         return
     template = request.getfixturevalue("pg_template")
-    name = unique_name("strongroom_test")
-    pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
+    with pg_database("strongroom_test", template=template) as name:
         yield asyncpg_url(name)
-    finally:
-        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -67,6 +69,17 @@ def pg_available() -> str | None:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def pg_database(prefix: str, *, template: str | None = None) -> Iterator[str]:
+    """A uniquely named PostgreSQL database (a copy of `template`, if given), dropped after."""
+    name = unique_name(prefix)
+    pg_execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        yield name
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def row_counts(engine: object) -> dict[str, int]:

@@ -21,7 +21,7 @@ from tests.e2e.server import (
     server_env,
     serving,
 )
-from tests.support import asyncpg_url, pg_available, pg_execute, service_missing, unique_name
+from tests.support import asyncpg_url, pg_available, pg_database, service_missing
 
 
 @pytest.fixture(
@@ -35,12 +35,8 @@ def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     reason = pg_available()
     if reason is not None:
         service_missing("PostgreSQL at 127.0.0.1:5432", reason)
-    name = unique_name("strongroom_e2e")
-    pg_execute(f'CREATE DATABASE "{name}"')
-    try:
+    with pg_database("strongroom_e2e") as name:
         yield asyncpg_url(name)
-    finally:
-        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
