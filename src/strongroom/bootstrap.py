@@ -42,5 +42,10 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -
         recovery_grace=timedelta(seconds=settings.recovery_grace_seconds),
         recovery_lease=timedelta(seconds=settings.idempotency_lock_seconds),
     )
-    merchants = Merchants(uow, clock, hash_secret=settings.secret_key.get_secret_value().encode())
+    merchants = Merchants(
+        uow,
+        clock,
+        hash_secret=settings.secret_key.get_secret_value().encode(),
+        key_cache_ttl=timedelta(seconds=settings.api_key_cache_seconds),
+    )
     return Container(settings, engines, uow, clock, sandbox, payments, merchants)

@@ -7,8 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from strongroom.bootstrap import Container
+from strongroom.bootstrap import Container, bootstrap
+from strongroom.domain.errors import AuthenticationError
 from strongroom.service_layer.merchants import KeyKind
+from strongroom.settings import Settings
 from tests.support import FakeClock, row_counts
 
 VALID = {"amount": 2000, "currency": "usd", "payment_method": "tok_visa", "confirm": True}
@@ -216,3 +218,21 @@ async def test_a_key_revoked_in_this_process_stops_working_at_once(
     await container.merchants.revoke_key(key.id)
 
     assert (await client.get("/v1/payment_intents", headers=headers)).status_code == 401
+
+
+async def test_with_the_key_cache_off_a_revocation_elsewhere_applies_at_once(
+    settings: Settings, clock: FakeClock
+) -> None:
+    uncached = bootstrap(settings.model_copy(update={"api_key_cache_seconds": 0}), clock=clock)
+    try:
+        merchant = await uncached.merchants.create_merchant("Uncached")
+        key = await uncached.merchants.create_key(merchant.id, KeyKind.SECRET, livemode=False)
+        await uncached.merchants.authenticate(key.secret)
+        # Revoked behind this process's back, as another process would.
+        async with uncached.uow.transaction() as tx:
+            await tx.repo.revoke_api_key(key.id, clock.now())
+            await tx.commit()
+        with pytest.raises(AuthenticationError):
+            await uncached.merchants.authenticate(key.secret)
+    finally:
+        await uncached.aclose()
