@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from strongroom import __version__
 from strongroom.bootstrap import Container, bootstrap
-from strongroom.entrypoints import worker
+from strongroom.entrypoints import logs, worker
 from strongroom.entrypoints.api import errors
 from strongroom.entrypoints.api.middleware import EdgeMiddleware
 from strongroom.entrypoints.api.routes import (
@@ -61,6 +61,11 @@ def create_app(
 
 
 def app_from_environment() -> FastAPI:
-    """The factory `strongroom serve` hands to uvicorn (one call per server process)."""
+    """The factory `strongroom serve` hands to uvicorn (one call per server process).
+
+    Logging is set up here, in each server process: uvicorn starts worker processes afresh, so
+    set-up done by the CLI does not reach them, and structlog's development defaults would
+    print tracebacks with local variables (request headers, keys) into the log."""
     settings = Settings()
+    logs.configure(settings.log_level)
     return create_app(settings=settings, run_worker=settings.serve_worker)
