@@ -9,6 +9,7 @@ import pytest
 
 from strongroom.bootstrap import Container, bootstrap
 from strongroom.domain.errors import AuthenticationError
+from strongroom.entrypoints.api import create_app
 from strongroom.service_layer.merchants import KeyKind
 from strongroom.settings import Settings
 from tests.support import FakeClock, row_counts
@@ -236,3 +237,43 @@ async def test_with_the_key_cache_off_a_revocation_elsewhere_applies_at_once(
             await uncached.merchants.authenticate(key.secret)
     finally:
         await uncached.aclose()
+
+
+async def test_an_overlong_id_in_the_path_is_a_400_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/payment_intents/pi_" + "x" * 252 + "/confirm", headers={"Idempotency-Key": "long"}
+    )
+    assert_error_shape(response, 400, "parameter_invalid")
+
+
+async def test_a_missing_body_says_so(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/payment_intents")
+    error = assert_error_shape(response, 400, "parameter_missing")
+    assert error["message"] == "The request body is required."
+
+
+async def test_an_unknown_token_is_not_echoed_back(client: httpx.AsyncClient) -> None:
+    card_number = "4242424242424242"
+    response = await client.post(
+        "/v1/payment_intents",
+        json={"amount": 100, "currency": "usd", "payment_method": card_number, "confirm": True},
+    )
+    assert response.status_code == 402
+    assert card_number not in response.json()["error"]["message"]
+
+
+async def test_an_unexpected_error_is_a_500_in_the_error_shape_with_a_request_id(
+    container: Container, secret_key: str
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    container.payments.get_payment_intent = broken  # type: ignore[method-assign]
+    transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.get(
+            "/v1/payment_intents/pi_x", headers={"Authorization": f"Bearer {secret_key}"}
+        )
+
+    assert_error_shape(response, 500, "internal_error")
+    assert "a bug" not in response.text

@@ -78,7 +78,9 @@ class IdempotentRequest:
             self.resource_id = resource_id
             return
         row = await repo.get_idempotency_key(self.merchant_id, self.key)
-        assert row is not None  # the insert conflicted, and keys are only pruned after 24h
+        if row is None:  # pruned between our insert and this read: the key is free again
+            await self.claim(tx, now, resource_id)
+            return
         if (row.method, row.path, row.fingerprint) != (self.method, self.path, self.fingerprint):
             raise IdempotencyMismatch(
                 "Keys for idempotent requests can only be used with the same parameters they "

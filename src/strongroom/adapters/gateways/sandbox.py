@@ -106,7 +106,8 @@ class SandboxGateway:
                 None,
                 "payment_method_invalid",
                 None,
-                f"No such payment method: {payment_method!r}; use a test token like tok_visa.",
+                # The token is not echoed: a careless caller may have sent a card number.
+                "No such payment method; use a sandbox test token such as tok_visa.",
             )
         if not card.approve:
             status = "declined"

@@ -58,6 +58,8 @@ def install(app: FastAPI) -> None:
         param = None if kind == "json_invalid" else _param(tuple(first.get("loc", ())))
         if kind == "json_invalid":
             message = "Invalid JSON in the request body."
+        elif kind == "missing" and param is None:
+            message = "The request body is required."
         elif kind == "missing":
             message = f"Missing required param: {param}."
         elif kind == "extra_forbidden":
@@ -92,7 +94,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", request_id=request_id_of(request))
+        request_id = request_id_of(request)
         body = error_payload(
-            "api_error", "internal_error", "An internal error occurred.", request_id_of(request)
+            "api_error", "internal_error", "An internal error occurred.", request_id
         )
-        return _json(500, body)
+        # This handler runs outside EdgeMiddleware, which would otherwise add the header.
+        return Response(
+            body,
+            status_code=500,
+            media_type="application/json",
+            headers={"Request-Id": request_id},
+        )

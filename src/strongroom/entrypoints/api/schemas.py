@@ -14,7 +14,7 @@ from strongroom.domain.model import CancellationReason, CaptureMethod, RefundRea
 # database alike; the pattern also tells OpenAPI clients (and fuzzers) it is not allowed.
 NO_NUL = r"^[^\x00]*$"
 ObjectId = Annotated[str, Field(min_length=1, max_length=40, pattern=NO_NUL)]
-PathId = Annotated[str, Path(max_length=255, pattern=NO_NUL)]
+PathId = Annotated[str, Path(max_length=40, pattern=NO_NUL)]
 Token = Annotated[
     str, Field(min_length=1, max_length=255, pattern=NO_NUL, description="A gateway token.")
 ]
