@@ -254,3 +254,62 @@ async def test_a_confirm_that_died_is_finished_by_its_retry_not_refused(
     replay = await client.post(confirm, headers=keyed("k-confirm-dead"))
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.content == retry.content
+
+
+async def test_a_same_key_retry_during_a_gateway_call_is_409_without_calling_the_gateway(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    created = await client.post(
+        "/v1/payment_intents", json={"amount": 900, "currency": "usd", "payment_method": "tok_visa"}
+    )
+    confirm = f"/v1/payment_intents/{created.json()['id']}/confirm"
+    paused = PausingGateway(container.sandbox)
+    container.payments.gateway = paused
+    first = asyncio.create_task(client.post(confirm, headers=keyed("k-inflight")))
+    await paused.entered.wait()
+    paused.entered.clear()
+
+    # Bounded only so a regression (a second gateway call that also pauses) fails, not hangs.
+    retry = await asyncio.wait_for(client.post(confirm, headers=keyed("k-inflight")), 30)
+    other = await asyncio.wait_for(client.post(confirm, headers=keyed("k-other")), 30)
+
+    assert retry.status_code == 409
+    assert retry.json()["error"]["code"] == "idempotency_key_in_use"
+    assert other.status_code == 409
+    assert "processing" in other.json()["error"]["message"]
+    assert not paused.entered.is_set(), "nobody else called the gateway meanwhile"
+    paused.resume.set()
+    assert (await first).json()["status"] == "succeeded"
+
+
+async def test_a_retry_after_a_gateway_timeout_gets_the_real_outcome(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    body = {**CHARGE, "payment_method": "tok_chargeDeclined"}
+    container.sandbox.inject(Fault.TIMEOUT_AFTER_CHARGE)
+    first = await client.post("/v1/payment_intents", json=body, headers=keyed("k-late-decline"))
+    assert first.status_code == 502
+
+    retry = await client.post("/v1/payment_intents", json=body, headers=keyed("k-late-decline"))
+
+    assert retry.status_code == 402
+    assert retry.json()["error"]["decline_code"] == "generic_decline"
+    replay = await client.post("/v1/payment_intents", json=body, headers=keyed("k-late-decline"))
+    assert (replay.status_code, replay.content) == (402, retry.content)
+
+
+async def test_a_retry_after_the_worker_settled_the_payment_gets_the_real_outcome(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    body = {**CHARGE, "payment_method": "tok_chargeDeclinedInsufficientFunds"}
+    container.sandbox.inject(Fault.TIMEOUT_AFTER_CHARGE)
+    first = await client.post("/v1/payment_intents", json=body, headers=keyed("k-settled"))
+    assert first.status_code == 502
+    clock.advance(seconds=container.settings.recovery_grace_seconds + 1)
+    assert (await worker.run_once(container))["recovered"] == 1
+
+    retry = await client.post("/v1/payment_intents", json=body, headers=keyed("k-settled"))
+
+    assert retry.status_code == 402
+    assert retry.json()["error"]["decline_code"] == "insufficient_funds"
+    assert len(await container.sandbox.list_charges()) == 1

@@ -15,7 +15,6 @@ once, and phase 2's check makes applying the answer happen once.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -133,17 +132,20 @@ class Payments:
         async with self.uow.transaction() as tx:
             if idem and await self._claimed_replay(idem, tx, now, pi_id):
                 return Replayed()
+            # A retry taking over a request that died reads its intent without locking it: the
+            # key row is locked already, and phase 2 locks the intent before the key.
             resumed = (
-                await tx.repo.get_payment_intent(
-                    caller.merchant_id, idem.resource_id, for_update=True
-                )
+                await tx.repo.get_payment_intent(caller.merchant_id, idem.resource_id)
                 if idem and idem.took_over and idem.resource_id
                 else None
             )
-            if resumed is not None:  # a retry taking over a request that died
+            settled: Outcome | None = None
+            if resumed is not None:
                 pi = resumed
                 if pi.pending_operation_id:
                     op = await tx.repo.get_operation(pi.pending_operation_id)
+                else:
+                    settled = settled_outcome(pi)
             else:
                 if cmd.customer is not None and (
                     await tx.repo.get_customer(caller.merchant_id, cmd.customer) is None
@@ -174,10 +176,12 @@ class Payments:
                 if op is not None:
                     await tx.repo.add_operation(op)
             if op is None and idem:
-                await idem.finish(tx, pi)
+                await idem.finish(tx, settled or pi)
             await tx.commit()
         if op is not None:
             return await self._drive_intent(op, idem)
+        if isinstance(settled, StrongroomError):
+            raise settled
         return pi
 
     async def get_payment_intent(self, caller: c.Caller, pi_id: str) -> PaymentIntent:
@@ -243,17 +247,22 @@ class Payments:
         idem: IdempotentRequest | None,
         start: Starter,
     ) -> PaymentIntent | Replayed:
-        """The shape shared by confirm, capture and cancel: finish whatever gateway call the
-        intent still has in flight, then run phase 1 of this one, then drive it."""
-        await self._settle_pending(caller.merchant_id, pi_id)
+        """The shape shared by confirm, capture and cancel: phase 1 of this request's gateway
+        call, then the call itself. While another call on the intent is in flight the request
+        is refused; a retry with the same Idempotency-Key finishes its own."""
         now = self.clock.now()
+        settled: Outcome | None = None
         async with self.uow.transaction() as tx:
             if idem and await self._claimed_replay(idem, tx, now):
                 return Replayed()
-            pi = await tx.repo.get_payment_intent(caller.merchant_id, pi_id, for_update=True)
+            took_over = idem is not None and idem.took_over
+            # A takeover does not lock the intent (see create_payment_intent).
+            pi = await tx.repo.get_payment_intent(
+                caller.merchant_id, pi_id, for_update=not took_over
+            )
             if pi is None:
                 raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
-            if idem and idem.took_over:
+            if took_over:
                 # The request that died committed its phase 1 (the key is claimed there), so
                 # its work exists: finish it, or answer with what it already did.
                 op = (
@@ -261,9 +270,12 @@ class Payments:
                     if pi.pending_operation_id
                     else None
                 )
+                if op is None:
+                    settled = settled_outcome(pi)
             elif pi.pending_operation_id:
                 raise IllegalTransition(
-                    "Another request on this PaymentIntent is in progress; retry shortly.",
+                    f"This PaymentIntent's status is {pi.status} and another request on it is "
+                    "in progress; retry once it has finished.",
                     status=pi.status,
                 )
             else:
@@ -272,24 +284,13 @@ class Payments:
                 if op is not None:
                     await tx.repo.add_operation(op)
             if op is None and idem:
-                await idem.finish(tx, pi)
+                await idem.finish(tx, settled or pi)
             await tx.commit()
-        if op is None:
-            return pi
-        return await self._drive_intent(op, idem)
-
-    async def _settle_pending(self, merchant_id: str, pi_id: str) -> None:
-        async with self.uow.reading() as repo:
-            pi = await repo.get_payment_intent(merchant_id, pi_id)
-            op = (
-                await repo.get_operation(pi.pending_operation_id)
-                if pi is not None and pi.pending_operation_id
-                else None
-            )
         if op is not None:
-            # A decline there is that call's own outcome; this request goes on regardless.
-            with contextlib.suppress(StrongroomError):
-                await self._drive(op, None)
+            return await self._drive_intent(op, idem)
+        if isinstance(settled, StrongroomError):
+            raise settled
+        return pi
 
     def _confirm_operation(
         self, pi: PaymentIntent, payment_method: str | None, now: datetime
@@ -474,8 +475,8 @@ class Payments:
             if op.refund_id
             else None
         )
-        if not first:
-            return refund or pi  # another process finished it first; its result stands
+        if not first:  # another process finished it first; its result stands
+            return refund or settled_outcome(pi)
         outcome: Outcome
         if op.kind is OperationKind.REFUND:
             assert refund is not None
@@ -544,3 +545,17 @@ class Payments:
     ) -> bool:
         await idem.claim(tx, now, resource_id)
         return idem.replay is not None
+
+
+def settled_outcome(pi: PaymentIntent) -> PaymentIntent | CardError:
+    """The answer for a request whose gateway call someone else finished (the worker, or the
+    request it was retrying): the card error the intent recorded, else the intent itself."""
+    error = pi.last_payment_error
+    if pi.status is PIStatus.REQUIRES_PAYMENT_METHOD and error is not None:
+        return CardError(
+            error["message"],
+            code=error["code"],
+            decline_code=error["decline_code"],
+            payment_intent_id=pi.id,
+        )
+    return pi

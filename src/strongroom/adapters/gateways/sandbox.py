@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from strongroom.adapters.db.engine import autocommit
@@ -234,6 +235,20 @@ class SandboxGateway:
         act: Callable[[AsyncConnection], Awaitable[GatewayAnswer]],
     ) -> GatewayAnswer:
         self._maybe_fail_before()
+        try:
+            answer = await self._once(key, operation, act)
+        except IntegrityError:
+            # A concurrent call with the same key stored its answer first; ours rolled back.
+            answer = await self._once(key, operation, act)
+        self._maybe_fail_after()
+        return answer
+
+    async def _once(
+        self,
+        key: str,
+        operation: str,
+        act: Callable[[AsyncConnection], Awaitable[GatewayAnswer]],
+    ) -> GatewayAnswer:
         async with self._engine.begin() as conn:
             stored = (
                 await conn.execute(
@@ -245,19 +260,17 @@ class SandboxGateway:
             if stored is not None:
                 if stored.operation != operation:
                     raise ValueError(f"sandbox: key {key!r} was used for {stored.operation}")
-                answer = _decode(stored.response)
-            else:
-                answer = await act(conn)
-                await conn.execute(
-                    sandbox_requests.insert().values(
-                        idempotency_key=key,
-                        operation=operation,
-                        response=_encode(answer),
-                        created_at=self._clock.now(),
-                    )
+                return _decode(stored.response)
+            answer = await act(conn)
+            await conn.execute(
+                sandbox_requests.insert().values(
+                    idempotency_key=key,
+                    operation=operation,
+                    response=_encode(answer),
+                    created_at=self._clock.now(),
                 )
-        self._maybe_fail_after()
-        return answer
+            )
+            return answer
 
     def _maybe_fail_before(self) -> None:
         """Apply an injected fault that strikes before the processor acts. A fault that strikes
