@@ -39,6 +39,7 @@ async def main(database_url: str, merchant_id: str, operation: str, target: str)
         params = {"amount": 2000, "currency": "usd", "payment_method": "tok_visa", "confirm": True}
         idem = IdempotentRequest(
             merchant_id=merchant_id,
+            livemode=False,
             key=target,
             method="POST",
             path="/v1/payment_intents",

@@ -277,3 +277,55 @@ async def test_an_unexpected_error_is_a_500_in_the_error_shape_with_a_request_id
 
     assert_error_shape(response, 500, "internal_error")
     assert "a bug" not in response.text
+
+
+async def test_test_keys_and_live_keys_see_separate_worlds(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    merchant = await container.merchants.find_by_name("Acme")
+    assert merchant is not None
+    live_key = await container.merchants.create_key(merchant.id, KeyKind.SECRET, livemode=True)
+    live = {"Authorization": f"Bearer {live_key.secret}"}
+    paid = await client.post("/v1/payment_intents", json=VALID, headers=live)
+    customer = await client.post("/v1/customers", headers=live)
+    pi_id = paid.json()["id"]
+    assert paid.json()["livemode"] is True
+
+    # The test key (the client's default) can neither see nor touch live objects.
+    assert (await client.get(f"/v1/payment_intents/{pi_id}")).status_code == 404
+    assert (await client.get(f"/v1/customers/{customer.json()['id']}")).status_code == 404
+    assert (await client.get("/v1/payment_intents")).json()["data"] == []
+    assert (await client.post(f"/v1/payment_intents/{pi_id}/cancel")).status_code == 404
+    refund = await client.post("/v1/refunds", json={"payment_intent": pi_id})
+    assert_error_shape(refund, 400, "resource_missing")
+    attach = await client.post(
+        "/v1/payment_intents",
+        json={"amount": 100, "currency": "usd", "customer": customer.json()["id"]},
+    )
+    assert_error_shape(attach, 400, "resource_missing")
+
+    # The live key can refund it, and the refund is live-only too.
+    live_refund = await client.post("/v1/refunds", json={"payment_intent": pi_id}, headers=live)
+    assert live_refund.status_code == 200
+    assert (await client.get(f"/v1/refunds/{live_refund.json()['id']}")).status_code == 404
+
+
+async def test_an_idempotency_key_used_in_test_mode_is_free_in_live_mode(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    merchant = await container.merchants.find_by_name("Acme")
+    assert merchant is not None
+    live_key = await container.merchants.create_key(merchant.id, KeyKind.SECRET, livemode=True)
+    headers = {"Idempotency-Key": "order-1"}
+
+    in_test = await client.post("/v1/payment_intents", json=VALID, headers=headers)
+    in_live = await client.post(
+        "/v1/payment_intents",
+        json=VALID,
+        headers={**headers, "Authorization": f"Bearer {live_key.secret}"},
+    )
+
+    assert in_live.status_code == 200
+    assert "Idempotent-Replayed" not in in_live.headers
+    assert in_live.json()["livemode"] is True
+    assert in_live.json()["id"] != in_test.json()["id"]

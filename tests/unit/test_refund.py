@@ -54,6 +54,7 @@ def pending_refund(amount: int = 400) -> Refund:
         amount=amount,
         currency="usd",
         status=RefundStatus.PENDING,
+        livemode=False,
         created_at=NOW,
     )
 

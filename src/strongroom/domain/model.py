@@ -350,6 +350,7 @@ class Refund:
     amount: int
     currency: str
     status: RefundStatus
+    livemode: bool
     created_at: datetime
     reason: str | None = None
     failure_reason: str | None = None

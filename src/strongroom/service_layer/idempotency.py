@@ -42,6 +42,7 @@ class IdempotentRequest:
     response that is stored and replayed byte for byte."""
 
     merchant_id: str
+    livemode: bool
     key: str
     method: str
     path: str
@@ -64,6 +65,7 @@ class IdempotentRequest:
         row_id = await repo.insert_idempotency_key(
             {
                 "merchant_id": self.merchant_id,
+                "livemode": self.livemode,
                 "key": self.key,
                 "method": self.method,
                 "path": self.path,
@@ -77,7 +79,7 @@ class IdempotentRequest:
             self.row_id = row_id
             self.resource_id = resource_id
             return
-        row = await repo.get_idempotency_key(self.merchant_id, self.key)
+        row = await repo.get_idempotency_key(self.merchant_id, self.livemode, self.key)
         if row is None:  # pruned between our insert and this read: the key is free again
             await self.claim(tx, now, resource_id)
             return

@@ -114,7 +114,9 @@ class Payments:
 
     async def get_customer(self, caller: c.Caller, customer_id: str) -> Customer:
         async with self.uow.reading() as repo:
-            customer = await repo.get_customer(caller.merchant_id, customer_id)
+            customer = await repo.get_customer(
+                caller.merchant_id, customer_id, livemode=caller.livemode
+            )
         if customer is None:
             raise ResourceMissing(f"No such customer: '{customer_id}'", param="id")
         return customer
@@ -135,7 +137,9 @@ class Payments:
             # A retry taking over a request that died reads its intent without locking it: the
             # key row is locked already, and phase 2 locks the intent before the key.
             resumed = (
-                await tx.repo.get_payment_intent(caller.merchant_id, idem.resource_id)
+                await tx.repo.get_payment_intent(
+                    caller.merchant_id, idem.resource_id, livemode=caller.livemode
+                )
                 if idem and idem.took_over and idem.resource_id
                 else None
             )
@@ -148,7 +152,10 @@ class Payments:
                     settled = settled_outcome(pi)
             else:
                 if cmd.customer is not None and (
-                    await tx.repo.get_customer(caller.merchant_id, cmd.customer) is None
+                    await tx.repo.get_customer(
+                        caller.merchant_id, cmd.customer, livemode=caller.livemode
+                    )
+                    is None
                 ):
                     raise ResourceMissing(f"No such customer: '{cmd.customer}'", param="customer")
                 pi = PaymentIntent(
@@ -186,7 +193,7 @@ class Payments:
 
     async def get_payment_intent(self, caller: c.Caller, pi_id: str) -> PaymentIntent:
         async with self.uow.reading() as repo:
-            pi = await repo.get_payment_intent(caller.merchant_id, pi_id)
+            pi = await repo.get_payment_intent(caller.merchant_id, pi_id, livemode=caller.livemode)
         if pi is None:
             raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
         return pi
@@ -196,7 +203,10 @@ class Payments:
     ) -> tuple[list[PaymentIntent], bool]:
         async with self.uow.reading() as repo:
             page = await repo.list_payment_intents(
-                caller.merchant_id, limit=limit, starting_after=starting_after
+                caller.merchant_id,
+                caller.livemode,
+                limit=limit,
+                starting_after=starting_after,
             )
         if page is None:
             raise ResourceMissing(
@@ -258,7 +268,7 @@ class Payments:
             took_over = idem is not None and idem.took_over
             # A takeover does not lock the intent (see create_payment_intent).
             pi = await tx.repo.get_payment_intent(
-                caller.merchant_id, pi_id, for_update=not took_over
+                caller.merchant_id, pi_id, livemode=caller.livemode, for_update=not took_over
             )
             if pi is None:
                 raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
@@ -345,7 +355,9 @@ class Payments:
             if idem and await self._claimed_replay(idem, tx, now, refund_id):
                 return Replayed()
             resumed = (
-                await tx.repo.get_refund(caller.merchant_id, idem.resource_id)
+                await tx.repo.get_refund(
+                    caller.merchant_id, idem.resource_id, livemode=caller.livemode
+                )
                 if idem and idem.took_over and idem.resource_id
                 else None
             )
@@ -368,7 +380,7 @@ class Payments:
         self, tx: Transaction, caller: c.Caller, cmd: c.CreateRefund, refund_id: str, now: datetime
     ) -> tuple[Refund, GatewayOperation]:
         pi = await tx.repo.get_payment_intent(
-            caller.merchant_id, cmd.payment_intent, for_update=True
+            caller.merchant_id, cmd.payment_intent, livemode=caller.livemode, for_update=True
         )
         if pi is None:
             raise ResourceMissing(
@@ -382,6 +394,7 @@ class Payments:
             amount=amount,
             currency=pi.currency,
             status=RefundStatus.PENDING,
+            livemode=pi.livemode,
             created_at=now,
             reason=cmd.reason,
             metadata=cmd.metadata,
@@ -396,7 +409,7 @@ class Payments:
 
     async def get_refund(self, caller: c.Caller, refund_id: str) -> Refund:
         async with self.uow.reading() as repo:
-            refund = await repo.get_refund(caller.merchant_id, refund_id)
+            refund = await repo.get_refund(caller.merchant_id, refund_id, livemode=caller.livemode)
         if refund is None:
             raise ResourceMissing(f"No such refund: '{refund_id}'", param="id")
         return refund

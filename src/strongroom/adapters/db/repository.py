@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -55,7 +55,11 @@ _INSERT_LEDGER_ENTRY = t.ledger_entries.insert()
 _API_KEY_BY_HASH = select(t.api_keys).where(t.api_keys.c.key_hash == bindparam("hash"))
 _KEY_LOCKED = (
     select(_keys)
-    .where(_keys.c.merchant_id == bindparam("merchant_id"), _keys.c.key == bindparam("key"))
+    .where(
+        _keys.c.merchant_id == bindparam("merchant_id"),
+        _keys.c.livemode == bindparam("livemode"),
+        _keys.c.key == bindparam("key"),
+    )
     .with_for_update()
 )
 _FINISH_KEY = (
@@ -67,10 +71,11 @@ _FINISH_KEY = (
 )
 _INSERT_KEY = {
     dialect: insert(_keys)
-    .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
+    .on_conflict_do_nothing(index_elements=["merchant_id", "livemode", "key"])
     .returning(_keys.c.id)
     for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
+_Moded = TypeVar("_Moded", Customer, PaymentIntent, Refund)
 _PI_IMMUTABLE = frozenset({"id", "merchant_id", "created_at", "livemode", "currency"})
 
 
@@ -143,7 +148,9 @@ class Repository:
     async def add_customer(self, c: Customer) -> None:
         await self.conn.execute(t.customers.insert().values(**vars(c)))
 
-    async def get_customer(self, merchant_id: str, customer_id: str) -> Customer | None:
+    async def get_customer(
+        self, merchant_id: str, customer_id: str, *, livemode: bool | None = None
+    ) -> Customer | None:
         row = (
             await self.conn.execute(
                 select(t.customers).where(
@@ -151,35 +158,41 @@ class Repository:
                 )
             )
         ).first()
-        return Customer(**row._mapping) if row is not None else None
+        customer = Customer(**row._mapping) if row is not None else None
+        return _in_mode(customer, livemode)
 
     # --- payment intents -----------------------------------------------------------------------
     async def add_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
         await self.conn.execute(_INSERT_PI, {**_pi_values(pi), "updated_at": now})
 
     async def get_payment_intent(
-        self, merchant_id: str, pi_id: str, *, for_update: bool = False
+        self,
+        merchant_id: str,
+        pi_id: str,
+        *,
+        livemode: bool | None = None,
+        for_update: bool = False,
     ) -> PaymentIntent | None:
+        """The intent, if it belongs to the merchant (and to `livemode`, when given)."""
         query = _PI_BY_ID_LOCKED if for_update else _PI_BY_ID
         row = (await self.conn.execute(query, {"id": pi_id, "merchant_id": merchant_id})).first()
-        return _pi_from_row(row) if row is not None else None
+        return _in_mode(_pi_from_row(row) if row is not None else None, livemode)
 
     async def save_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
         values = {k: v for k, v in _pi_values(pi).items() if k not in _PI_IMMUTABLE}
         await self.conn.execute(_UPDATE_PI, {**values, "updated_at": now, "b_id": pi.id})
 
     async def list_payment_intents(
-        self, merchant_id: str, *, limit: int, starting_after: str | None
+        self, merchant_id: str, livemode: bool, *, limit: int, starting_after: str | None
     ) -> tuple[list[PaymentIntent], bool] | None:
-        """Newest first. Returns None when `starting_after` names no intent of this merchant."""
+        """Newest first. Returns None when `starting_after` names no intent in this scope."""
         pis = t.payment_intents
-        query = select(pis).where(pis.c.merchant_id == merchant_id)
+        in_scope = (pis.c.merchant_id == merchant_id, pis.c.livemode == livemode)
+        query = select(pis).where(*in_scope)
         if starting_after is not None:
             cursor = (
                 await self.conn.execute(
-                    select(pis.c.created_at, pis.c.id).where(
-                        pis.c.id == starting_after, pis.c.merchant_id == merchant_id
-                    )
+                    select(pis.c.created_at, pis.c.id).where(pis.c.id == starting_after, *in_scope)
                 )
             ).first()
             if cursor is None:
@@ -202,7 +215,12 @@ class Repository:
         await self.conn.execute(t.refunds.insert().values(**vars(r), updated_at=now))
 
     async def get_refund(
-        self, merchant_id: str, refund_id: str, *, for_update: bool = False
+        self,
+        merchant_id: str,
+        refund_id: str,
+        *,
+        livemode: bool | None = None,
+        for_update: bool = False,
     ) -> Refund | None:
         query = select(t.refunds).where(
             t.refunds.c.id == refund_id, t.refunds.c.merchant_id == merchant_id
@@ -215,7 +233,7 @@ class Repository:
         values = dict(row._mapping)
         values.pop("updated_at")
         values["status"] = RefundStatus(values["status"])
-        return Refund(**values)
+        return _in_mode(Refund(**values), livemode)
 
     async def save_refund(self, r: Refund, now: datetime) -> None:
         await self.conn.execute(
@@ -349,9 +367,13 @@ class Repository:
         row_id = (await self.conn.execute(statement, values)).scalar()
         return int(row_id) if row_id is not None else None
 
-    async def get_idempotency_key(self, merchant_id: str, key: str) -> Row[Any] | None:
+    async def get_idempotency_key(
+        self, merchant_id: str, livemode: bool, key: str
+    ) -> Row[Any] | None:
         return (
-            await self.conn.execute(_KEY_LOCKED, {"merchant_id": merchant_id, "key": key})
+            await self.conn.execute(
+                _KEY_LOCKED, {"merchant_id": merchant_id, "livemode": livemode, "key": key}
+            )
         ).first()
 
     async def finish_idempotency_key(self, row_id: int, status: int, body: str) -> None:
@@ -365,6 +387,13 @@ class Repository:
         k = t.idempotency_keys
         result = await self.conn.execute(delete(k).where(k.c.created_at < older_than))
         return int(result.rowcount)
+
+
+def _in_mode(obj: _Moded | None, livemode: bool | None) -> _Moded | None:
+    """Test and live objects are invisible to each other's keys, as at Stripe."""
+    if obj is None or (livemode is not None and obj.livemode != livemode):
+        return None
+    return obj
 
 
 def _pi_values(pi: PaymentIntent) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from strongroom.adapters.db.types import Json, UTCDateTime
@@ -119,6 +120,7 @@ refunds = Table(
     Column("failure_reason", String(64), nullable=True),
     Column("gateway_reference", String(255), nullable=True),
     Column("metadata", Json, nullable=False),
+    Column("livemode", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
@@ -169,6 +171,8 @@ idempotency_keys = Table(
     metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),
     Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    # Test and live mode are separate worlds, as at Stripe: a key used in one is free in the other.
+    Column("livemode", Boolean, nullable=False, server_default=false()),
     Column("key", String(255), nullable=False),
     Column("method", String(8), nullable=False),
     Column("path", String(255), nullable=False),
@@ -178,7 +182,7 @@ idempotency_keys = Table(
     Column("response_status", Integer, nullable=True),
     Column("response_body", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False, index=True),
-    UniqueConstraint("merchant_id", "key"),
+    UniqueConstraint("merchant_id", "livemode", "key"),
 )
 
 # The sandbox gateway's own record, as a processor would keep it on its side. It is written in

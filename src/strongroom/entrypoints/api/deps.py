@@ -82,6 +82,7 @@ class Responder:
         if key is not None:
             idem = IdempotentRequest(
                 merchant_id=self.caller.merchant_id,
+                livemode=self.caller.livemode,
                 key=key,
                 method=self.request.method,
                 path=self.request.url.path,
