@@ -40,6 +40,8 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -
         clock,
         max_amount=settings.max_amount,
         recovery_grace=timedelta(seconds=settings.recovery_grace_seconds),
+        # A worker holds an operation as long as a request holds its key: either may be the
+        # one finishing it, and neither should be taken over while it is still working.
         recovery_lease=timedelta(seconds=settings.idempotency_lock_seconds),
     )
     merchants = Merchants(

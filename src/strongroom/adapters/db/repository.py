@@ -251,12 +251,8 @@ class Repository:
     async def add_operation(self, op: GatewayOperation) -> None:
         await self.conn.execute(_INSERT_OP, vars(op))
 
-    async def get_operation(
-        self, op_id: str, *, for_update: bool = False
-    ) -> GatewayOperation | None:
+    async def get_operation(self, op_id: str) -> GatewayOperation | None:
         query = select(t.gateway_operations).where(t.gateway_operations.c.id == op_id)
-        if for_update:
-            query = query.with_for_update()
         row = (await self.conn.execute(query)).first()
         return _op_from_row(row) if row is not None else None
 
@@ -300,19 +296,20 @@ class Repository:
         )
         claimed: list[GatewayOperation] = []
         for op_id in candidates:
-            result = await self.conn.execute(
-                update(ops)
-                .where(
-                    ops.c.id == op_id,
-                    ops.c.status == OperationStatus.STARTED,
-                    or_(ops.c.locked_until.is_(None), ops.c.locked_until <= now),
+            row = (
+                await self.conn.execute(
+                    update(ops)
+                    .where(
+                        ops.c.id == op_id,
+                        ops.c.status == OperationStatus.STARTED,
+                        or_(ops.c.locked_until.is_(None), ops.c.locked_until <= now),
+                    )
+                    .values(locked_until=lease_until)
+                    .returning(*ops.c)
                 )
-                .values(locked_until=lease_until)
-            )
-            if result.rowcount:
-                op = await self.get_operation(op_id)
-                assert op is not None
-                claimed.append(op)
+            ).first()
+            if row is not None:
+                claimed.append(_op_from_row(row))
         return claimed
 
     # --- ledger --------------------------------------------------------------------------------
