@@ -196,7 +196,9 @@ run_wrk() {
   "${PSQL[@]}" -d postgres -c "CHECKPOINT"
   "$PY" "$BENCH_DIR/cpustat.py" "$SERVER_PID" "$duration" "$OUT/cpu-$name.json" "$APP_DB" &
   local cpu_pid=$!
-  (sleep "$((duration / 2))" && top -b -n1 -w 200 | head -30 >"$OUT/top-$name.txt") &
+  (sleep "$((duration / 2))" && top -b -n1 -w 200 | head -30 >"$OUT/top-$name.txt" &&
+    ss -tnpH state established "( sport = :$PORT )" | grep -o 'pid=[0-9]*' | sort | uniq -c |
+    awk '{printf "%s:%s ", substr($2, 5), $1} END {print ""}' >"$OUT/conns-$name.txt") &
   local top_pid=$!
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" --latency -s "$BENCH_DIR/payments.lua" \
     "$URL" -- "$SK" "$mode" "$NONCE-$name" "$name" >"$OUT/wrk-$name.txt" 2>"$OUT/wrk-$name.err" || {
@@ -208,6 +210,7 @@ run_wrk() {
     echo "bench: wrk $name wrote to stderr (first non-200 bodies):" >&2
     head -5 "$OUT/wrk-$name.err" >&2
   fi
+  echo "    connections per server process (pid:count): $(cat "$OUT/conns-$name.txt" 2>/dev/null)"
   grep -E '^\s+(Latency|Req/Sec)|Requests/sec|Non-2xx|Socket errors|^BENCH_RESULT' \
     "$OUT/wrk-$name.txt" || true
 }
