@@ -56,6 +56,16 @@ class Settings(BaseSettings):
         description="How long a process trusts a key it has looked up (0: always ask the "
         "database). Revocation reaches other processes within this time.",
     )
+    kms_url: str = Field(
+        "local:///./var/keyring",
+        description="Master keys for envelope encryption: local:///<directory> (files, mode "
+        "0600) or aws-kms:///<alias name>?region=…[&endpoint_url=…] (AWS KMS).",
+    )
+    audit_payment_events: bool = Field(
+        True,
+        description="Record payment operations (create, confirm, capture, cancel) in the audit "
+        "log. Security events (keys, refunds, failed logins, rotation) are always recorded.",
+    )
     db_pool_size: int = Field(10, gt=0, description="Connections per process (PostgreSQL).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -17,7 +18,7 @@ from sqlalchemy import (
     false,
 )
 
-from strongroom.adapters.db.types import Json, UTCDateTime
+from strongroom.adapters.db.types import Json, Sealed, UTCDateTime
 
 # A naming convention keeps constraint names identical on both databases, so migrations that
 # alter them stay stable.
@@ -212,3 +213,70 @@ sandbox_requests = Table(
     Column("response", Json, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# --- audit log ------------------------------------------------------------------------------------
+# Append-only: rows are inserted and never changed (on PostgreSQL a trigger refuses UPDATE and
+# DELETE). Events are written in the transaction of the change they record; the sequencer later
+# gives each one a leaf in the Merkle tree and signs tree heads. No personal data goes in a row:
+# people are referred to by an HMAC pseudonym, so erasing them elsewhere never breaks the log.
+Hash = String(64)  # SHA-256, lowercase hex
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", AutoId, primary_key=True, autoincrement=True),  # insertion order
+    Column("id", Id, nullable=False, unique=True),
+    Column("merchant_id", Id, nullable=True),  # None: installation-wide (e.g. key rotation)
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("actor_type", String(16), nullable=False),  # user | api_key | system | anonymous
+    Column("actor_id", String(64), nullable=True),
+    Column("event_type", String(64), nullable=False),  # source:subject:action
+    Column("outcome", String(16), nullable=False),  # success | failure
+    Column("ip", String(45), nullable=True),
+    Column("request_id", String(40), nullable=True),
+    Column("resource_type", String(32), nullable=True),
+    Column("resource_id", String(64), nullable=True),
+    Column("subject", Hash, nullable=True),  # HMAC pseudonym of a person, never the person
+    Column("details", Json, nullable=False),
+    Index(None, "merchant_id", "seq"),
+)
+
+audit_leaves = Table(
+    "audit_leaves",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_seq", AutoId, ForeignKey("audit_events.seq"), nullable=False, unique=True),
+    Column("leaf_hash", Hash, nullable=False),
+)
+
+# Hashes of the tree's complete subtrees above the leaves (level 1 covers two leaves), so a
+# proof needs O(log n) rows instead of every leaf.
+audit_nodes = Table(
+    "audit_nodes",
+    metadata,
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", Hash, nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+)
+
+audit_signing_keys = Table(
+    "audit_signing_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("public_key", Hash, nullable=False),  # Ed25519, raw 32 bytes as hex
+    Column("private_key", Sealed(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+audit_tree_heads = Table(
+    "audit_tree_heads",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", Hash, nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("key_id", Id, ForeignKey("audit_signing_keys.id"), nullable=False),
+    Column("signature", String(128), nullable=False),  # Ed25519, hex
+)
+
+AUDIT_TABLES = ("audit_events", "audit_leaves", "audit_nodes", "audit_tree_heads")

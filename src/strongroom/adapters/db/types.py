@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect
+from sqlalchemy import JSON, DateTime, Dialect, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
+
+from strongroom.adapters.kms.sealed import SealedValue
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -31,3 +33,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 Json: Any = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Sealed(TypeDecorator[SealedValue]):
+    """An envelope-encrypted secret. The column holds only ciphertext and the wrapped data key;
+    sealing and opening take the row's identity as associated data, so they happen in code that
+    knows the row (see strongroom.adapters.kms.envelope), never in the type. Key rotation finds
+    every column of this type in the schema and re-wraps its data keys."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: SealedValue | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, SealedValue):
+            raise TypeError("a Sealed column stores SealedValue, never plaintext")
+        return value.encode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> SealedValue | None:
+        return None if value is None else SealedValue.decode(value)

@@ -1,0 +1,1 @@
+"""Key management: master keys (local files or AWS KMS) and envelope encryption."""
