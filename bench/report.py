@@ -24,8 +24,10 @@ from typing import Any
 TARGET_RATIO = 0.25  # payments/s (with key) / pgbench tps
 TARGET_P99_MS = 50.0
 TARGET_KEY_RATIO = 0.9  # payments/s with key / without
+TARGET_AUDIT_RATIO = 0.85  # payments/s with payment audit events / without
+TARGET_LAG_S = 2.0  # the audit sequencer's lag behind committed events
 
-RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"))
+RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"), ("noaudit", "key, no audit"))
 CPU_GROUPS = ("server", "postgres", "postgres_other", "wrk", "pgbench", "py-spy")
 BUSY_ELSEWHERE = 0.25  # cores of other work on the machine that make a run suspect
 
@@ -193,12 +195,12 @@ def main() -> int:
         print(f"{meta.get('postgres', '')}")
         print(f"git {meta.get('git', '?')}  results in {results}")
     print("-" * width)
-    header = f"{'':<28}" + "".join(f"{title:>22}" for _, title in RUNS)
+    header = f"{'':<28}" + "".join(f"{title:>16}" for _, title in RUNS)
     print(header)
 
     def row(label: str, fmt: str, get: Any) -> None:
         cells = "".join(
-            f"{(fmt.format(get(runs[n])) if n in runs else 'n/a'):>22}" for n, _ in RUNS
+            f"{(fmt.format(get(runs[n])) if n in runs else 'n/a'):>16}" for n, _ in RUNS
         )
         print(f"{label:<28}{cells}")
 
@@ -211,7 +213,7 @@ def main() -> int:
     row("non-200 responses", "{}", lambda r: r.non_200)
     row("socket errors", "{}", lambda r: sum(r.socket_errors.values()))
 
-    cpu = {name: parse_cpu(results / f"cpu-{name}.json") for name in ("key", "nokey", "pgbench")}
+    cpu = {name: parse_cpu(results / f"cpu-{name}.json") for name in (*dict(RUNS), "pgbench")}
     warnings: list[str] = []
     if any(cpu.values()):
         ncpu = next(c for c in cpu.values() if c)["ncpu"]
@@ -264,7 +266,7 @@ def main() -> int:
             None if ratio is None else ratio >= TARGET_RATIO,
         )
     )
-    for name, title in RUNS:
+    for name, title in RUNS[:2]:
         run = runs.get(name)
         targets.append(
             (
@@ -283,6 +285,52 @@ def main() -> int:
             None if key_ratio is None else key_ratio >= TARGET_KEY_RATIO,
         )
     )
+
+    noaudit = runs.get("noaudit")
+    audit_ratio = (
+        key.payments_per_s / noaudit.payments_per_s if key and noaudit and noaudit.ok else None
+    )
+    targets.append(
+        (
+            "payments/s audit events on / off",
+            audit_ratio,
+            f">= {TARGET_AUDIT_RATIO}",
+            None if audit_ratio is None else audit_ratio >= TARGET_AUDIT_RATIO,
+        )
+    )
+    lag = (
+        json.loads((results / "audit-lag.json").read_text())
+        if (results / "audit-lag.json").exists()
+        else None
+    )
+    if lag is None:
+        problems.append("audit-lag.json is missing")
+    targets.append(
+        (
+            "audit sequencer lag, max (s)",
+            lag["max_s"] if lag else None,
+            f"< {TARGET_LAG_S:g}",
+            None if lag is None else lag["max_s"] < TARGET_LAG_S,
+        )
+    )
+    verify_path = results / "audit-verify.json"
+    verify = json.loads(verify_path.read_text()) if verify_path.exists() else None
+    print("-" * width)
+    if lag:
+        print(
+            f"audit sequencer lag during 'with Idempotency-Key': max {lag['max_s']:.2f} s, "
+            f"p99 {lag['p99_s']:.2f} s ({lag['samples']} samples)"
+        )
+    if verify:
+        print(
+            f"audit verify: {verify['entries']:,} entries, {verify['tree_heads']:,} tree heads "
+            f"in {verify['seconds']:.1f} s = {verify['entries_per_second']:,.0f} entries/s "
+            f"({'ok' if verify['ok'] else 'FAILED: ' + str(verify['problem'])})"
+        )
+        if not verify["ok"]:
+            problems.append(f"audit verify failed on the generated log: {verify['problem']}")
+    else:
+        print("audit verify: n/a")
 
     print("-" * width)
     print(f"{'target':<40}{'value':>10}{'goal':>12}{'':>4}result")
@@ -310,6 +358,8 @@ def main() -> int:
             name: {**vars(run), "payments_per_s": run.payments_per_s} for name, run in runs.items()
         },
         "pgbench": pgbench,
+        "audit_lag": {k: v for k, v in (lag or {}).items() if k != "values"},
+        "audit_verify": verify,
         "cpu_cores": cpu,
         "targets": [
             {"target": label, "value": value, "goal": goal, "pass": passed}

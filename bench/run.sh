@@ -38,6 +38,7 @@ PGPORT_="${BENCH_PGPORT:-5432}"
 PGUSER_="${BENCH_PGUSER:-postgres}"
 PROFILE="${BENCH_PROFILE:-0}"
 PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
+AUDIT_ENTRIES="${BENCH_AUDIT_ENTRIES:-1000000}"
 
 case "$PGHOST_" in
   127.* | localhost | ::1) ;;
@@ -78,6 +79,7 @@ PGB_DB="pgbench_bench_$SUFFIX"
 OUT="$BENCH_DIR/results/$RUN_ID"
 mkdir -p "$OUT"
 SERVER_PID=""
+BG_WORKER_PID=""
 DBS_CREATED=()
 
 stop_server() {
@@ -98,6 +100,10 @@ cleanup() {
   local rc=$?
   trap - EXIT
   stop_server
+  if [[ -n "$BG_WORKER_PID" ]]; then
+    kill -TERM -- "-$BG_WORKER_PID" 2>/dev/null || true
+    wait "$BG_WORKER_PID" 2>/dev/null || true
+  fi
   # Whatever else this script started and is still running (wrk, cpustat, top, py-spy).
   for pid in $(jobs -p); do
     kill "$pid" 2>/dev/null || true
@@ -122,6 +128,7 @@ done
 export STRONGROOM_DATABASE_URL="postgresql+asyncpg://$PGUSER_@$PGHOST_:$PGPORT_/$APP_DB"
 export STRONGROOM_LOG_LEVEL="${STRONGROOM_LOG_LEVEL:-warning}"
 export STRONGROOM_ENV="${STRONGROOM_ENV:-development}"
+export STRONGROOM_KMS_URL="${STRONGROOM_KMS_URL:-local:///$OUT/keyring}" # $OUT is absolute
 
 "$BIN/strongroom" db upgrade >"$OUT/migrate.txt" 2>&1 || {
   cat "$OUT/migrate.txt" >&2
@@ -132,37 +139,49 @@ export STRONGROOM_ENV="${STRONGROOM_ENV:-development}"
 SK="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret_key"])' "$OUT/merchant.json")"
 [[ "$SK" == sk_test_* ]] || die "no secret key in merchants create output"
 
-# --- server -------------------------------------------------------------------------------------
+# --- server and worker --------------------------------------------------------------------------
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
-log "starting strongroom serve --workers $WORKERS on $URL"
-setsid "$BIN/strongroom" serve --no-worker --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
-  >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
 
-deadline=$((SECONDS + 60))
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/healthz" || true)" == 200 ]]; do
-  kill -0 "$SERVER_PID" 2>/dev/null || {
-    cat "$OUT/server.log" >&2
-    die "the server exited during start-up"
-  }
-  ((SECONDS < deadline)) || {
-    cat "$OUT/server.log" >&2
-    die "GET /healthz did not return 200 within 60 s"
-  }
-  sleep 0.2
-done
-# Give every worker a moment to finish start-up (the first to answer /healthz may be alone).
-sleep 1
-# uvicorn's workers are multiprocessing children (spawn_main); skip its resource tracker.
-WORKER_PIDS=""
-for pid in $(pgrep -P "$SERVER_PID" || true); do
-  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q spawn_main; then
-    WORKER_PIDS+="$pid "
-  fi
-done
-[[ -n "$WORKER_PIDS" ]] || WORKER_PIDS="$SERVER_PID" # --workers 1 serves in-process
-log "server pid $SERVER_PID, worker pids: $WORKER_PIDS"
+# start_server LOG: `strongroom serve` with the current STRONGROOM_* settings, waits for /healthz.
+start_server() {
+  local logfile=$1
+  log "starting strongroom serve --workers $WORKERS on $URL"
+  setsid "$BIN/strongroom" serve --no-worker --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
+    >"$logfile" 2>&1 &
+  SERVER_PID=$!
+  local deadline=$((SECONDS + 60))
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/healthz" || true)" == 200 ]]; do
+    kill -0 "$SERVER_PID" 2>/dev/null || {
+      cat "$logfile" >&2
+      die "the server exited during start-up"
+    }
+    ((SECONDS < deadline)) || {
+      cat "$logfile" >&2
+      die "GET /healthz did not return 200 within 60 s"
+    }
+    sleep 0.2
+  done
+  # Give every worker a moment to finish start-up (the first to answer /healthz may be alone).
+  sleep 1
+  # uvicorn's workers are multiprocessing children (spawn_main); skip its resource tracker.
+  WORKER_PIDS=""
+  for pid in $(pgrep -P "$SERVER_PID" || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q spawn_main; then
+      WORKER_PIDS+="$pid "
+    fi
+  done
+  [[ -n "$WORKER_PIDS" ]] || WORKER_PIDS="$SERVER_PID" # --workers 1 serves in-process
+  log "server pid $SERVER_PID, worker pids: $WORKER_PIDS"
+}
+
+# The first server has payment audit events off: the baseline for their cost. (It runs first, so
+# the audited runs meet the bigger tables: any bias is against the audit log, not for it.)
+STRONGROOM_AUDIT_PAYMENT_EVENTS=false start_server "$OUT/server-noaudit.log"
+# The background loops (gateway recovery, the audit sequencer) in their own process, as in
+# production; it runs through every load run, so each pays for it alike.
+setsid "$BIN/strongroom" worker >"$OUT/worker.log" 2>&1 &
+BG_WORKER_PID=$!
 
 # One request by hand, so a broken endpoint fails here with its body instead of as a wall of
 # non-200s in wrk.
@@ -215,10 +234,20 @@ run_wrk() {
     "$OUT/wrk-$name.txt" || true
 }
 
+log "warm-up: ${WARMUP}s with Idempotency-Key, payment audit events off"
+run_wrk warmup-noaudit key "$WARMUP" >/dev/null
+log "create-and-confirm WITH Idempotency-Key, payment audit events OFF: ${SECONDS_PER_RUN}s"
+run_wrk noaudit key "$SECONDS_PER_RUN"
+stop_server
+start_server "$OUT/server.log"
+
 log "warm-up: ${WARMUP}s with Idempotency-Key"
 run_wrk warmup key "$WARMUP" >/dev/null
 log "create-and-confirm WITH Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
+"$PY" "$BENCH_DIR/audit_lag.py" "$APP_DB" "$SECONDS_PER_RUN" "$OUT/audit-lag.json" &
+lag_pid=$!
 run_wrk key key "$SECONDS_PER_RUN"
+wait "$lag_pid" || die "audit_lag.py failed"
 log "create-and-confirm WITHOUT Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
 run_wrk nokey nokey "$SECONDS_PER_RUN"
 
@@ -239,6 +268,9 @@ fi
 
 log "stopping the server"
 stop_server
+kill -TERM -- "-$BG_WORKER_PID" 2>/dev/null || true
+wait "$BG_WORKER_PID" 2>/dev/null || true
+BG_WORKER_PID=""
 
 # --- pgbench ------------------------------------------------------------------------------------
 PGB=(pgbench -h "$PGHOST_" -p "$PGPORT_" -U "$PGUSER_")
@@ -258,6 +290,18 @@ cpu_pid=$!
 }
 wait "$cpu_pid" || true
 grep -E '^(tps|latency average|number of failed)' "$OUT/pgbench.txt" || true
+
+# --- audit verify over a big log -----------------------------------------------------------------
+AUDIT_DB="strongroom_bench_audit_$SUFFIX"
+log "audit verify: a log of $AUDIT_ENTRIES entries in $AUDIT_DB"
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$AUDIT_DB\""
+DBS_CREATED+=("$AUDIT_DB")
+(
+  export STRONGROOM_DATABASE_URL="postgresql+asyncpg://$PGUSER_@$PGHOST_:$PGPORT_/$AUDIT_DB"
+  "$BIN/strongroom" db upgrade >/dev/null
+  "$PY" "$BENCH_DIR/audit_fill.py" "$AUDIT_ENTRIES" | tail -1
+  "$BIN/strongroom" audit verify --json >"$OUT/audit-verify.json"
+) || die "audit verify failed on the generated log: $(cat "$OUT/audit-verify.json" 2>/dev/null)"
 
 # --- report -------------------------------------------------------------------------------------
 set +e

@@ -23,6 +23,9 @@ from tests.support import (
     service_missing,
 )
 
+# The acceptance scan: no card number or secret key in clear in any test database or log line.
+pytest_plugins = ["tests.leak_scan"]
+
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -68,8 +71,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, env="test", db_pool_size=20)
+def kms_url(tmp_path: Path) -> str:
+    """This test's own local keyring (never ./var/keyring in the checkout)."""
+    return f"local:///{tmp_path / 'keyring'}"  # local:////abs/path: an absolute path
+
+
+@pytest.fixture
+def settings(database_url: str, kms_url: str) -> Settings:
+    return Settings(database_url=database_url, env="test", db_pool_size=20, kms_url=kms_url)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +14,8 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("STRONGROOM_REQUIRE_SERVICES") == "1"
 PG_DSN = os.environ.get("STRONGROOM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Called with a database's name just before pg_database drops it (the leak scan dumps it).
+BEFORE_DROP: list[Callable[[str], None]] = []
 
 
 class FakeClock:
@@ -79,7 +81,11 @@ def pg_database(prefix: str, *, template: str | None = None) -> Iterator[str]:
     try:
         yield name
     finally:
-        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            for hook in BEFORE_DROP:
+                hook(name)
+        finally:
+            pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def row_counts(engine: object) -> dict[str, int]:

@@ -18,10 +18,12 @@ from tests.support import FakeClock
 STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
 
 
-def cli(database_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STRONGROOM_DATABASE_URL": database_url}
+def cli(
+    database_url: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "STRONGROOM_DATABASE_URL": database_url, **(env or {})}
     return subprocess.run(
-        [STRONGROOM, *args], env=env, capture_output=True, text=True, timeout=60, cwd=cwd
+        [STRONGROOM, *args], env=environ, capture_output=True, text=True, timeout=60, cwd=cwd
     )
 
 

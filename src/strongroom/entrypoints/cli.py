@@ -6,9 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import structlog
@@ -17,6 +18,9 @@ from strongroom.bootstrap import Container, bootstrap
 from strongroom.domain.errors import StrongroomError
 from strongroom.entrypoints import logs
 from strongroom.service_layer.merchants import IssuedKey, KeyKind
+
+if TYPE_CHECKING:
+    from strongroom.service_layer.keyring import KeyRotation
 from strongroom.settings import Settings
 
 T = TypeVar("T")
@@ -180,7 +184,7 @@ def merchants_demo(as_json: bool) -> None:
 
 @main.group()
 def keys() -> None:
-    """API keys."""
+    """API keys, and the master keys that encrypt secrets at rest."""
 
 
 @keys.command("create")
@@ -204,6 +208,106 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
     _emit(as_json, {"id": key_id, "revoked": True}, f"Revoked {key_id}.")
 
 
+def _key_rotation(container: Container, batch_size: int | None = None) -> KeyRotation:
+    from strongroom.service_layer.keyring import DEFAULT_BATCH_SIZE, KeyRotation
+
+    return KeyRotation(
+        container.uow,
+        container.envelope,
+        audit=container.audit,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+    )
+
+
+@keys.command("rotate")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted rotation: re-wrap what is not on the current version, "
+    "without making another.",
+)
+@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(min=1))
+@json_option
+def keys_rotate(resume: bool, batch_size: int, as_json: bool) -> None:
+    """Make a new master key version and re-wrap every stored data key under it, online, in
+    small batches. Older versions keep decrypting until `strongroom keys retire VERSION`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+    from strongroom.service_layer.keyring import RotationProgress
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(step: RotationProgress) -> None:
+            if step.column not in tasks:
+                tasks[step.column] = bar.add_task(step.column, total=step.total)
+            bar.update(tasks[step.column], completed=step.checked, total=step.total)
+
+        try:
+            summary = _run(
+                lambda c: _key_rotation(c, batch_size).rotate(resume=resume, progress=progress)
+            )
+        except (click.ClickException, KeyboardInterrupt) as exc:
+            why = exc.message if isinstance(exc, click.ClickException) else "Interrupted"
+            raise click.ClickException(
+                f"{why}\nBatches already re-wrapped are kept; "
+                "`strongroom keys rotate --resume` finishes the rotation."
+            ) from exc
+    lines = [
+        f"Key version {summary.version} is {'now ' if summary.created else ''}current: "
+        f"re-wrapped {summary.rewrapped} stored value(s).",
+        "Older versions still decrypt until `strongroom keys retire VERSION`.",
+    ]
+    if summary.changed_concurrently:
+        lines.append(
+            f"{summary.changed_concurrently} value(s) changed while being re-wrapped; "
+            "run `strongroom keys rotate --resume`."
+        )
+    if summary.unreadable:
+        lines.append(f"{len(summary.unreadable)} value(s) could not be opened and were left:")
+        lines.extend(f"  {where}" for where in summary.unreadable)
+    _emit(as_json, summary.as_dict(), "\n".join(lines))
+    if summary.changed_concurrently or summary.unreadable:
+        raise SystemExit(1)
+
+
+@keys.command("retire")
+@click.argument("version")
+@json_option
+def keys_retire(version: str, as_json: bool) -> None:
+    """Destroy master key VERSION; refused while it is current or any stored value uses it."""
+    _run(lambda c: _key_rotation(c).retire(version))
+    _emit(
+        as_json,
+        {"version": version, "retired": True},
+        f"Retired key version {version}; nothing stored used it.",
+    )
+
+
+@keys.command("versions")
+@json_option
+def keys_versions(as_json: bool) -> None:
+    """Master key versions and how many stored values each one wraps."""
+    usage = _run(lambda c: _key_rotation(c).usage())
+    lines = [f"{'VERSION':<8} {'STATUS':<9} {'VALUES':>7}  COLUMNS"]
+    for entry in usage.versions:
+        status = "current" if entry.current else "active" if entry.available else "MISSING"
+        columns = ", ".join(f"{name}={count}" for name, count in sorted(entry.columns.items()))
+        lines.append(f"{entry.version:<8} {status:<9} {entry.values:>7}  {columns}")
+    if not usage.versions:
+        lines = ["No master key versions yet; the first is made when a secret is first sealed."]
+    for name, count in sorted(usage.malformed.items()):
+        lines.append(f"{name}: {count} stored value(s) are not sealed values")
+    _emit(as_json, usage.as_dict(), "\n".join(lines))
+
+
 @main.group("sandbox")
 def sandbox_group() -> None:
     """The sandbox gateway."""
@@ -220,3 +324,49 @@ def sandbox_charges(as_json: bool) -> None:
         for ch in charges
     ]
     _emit(as_json, charges, "\n".join(lines) or "No charges.")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+@json_option
+def audit_verify(as_json: bool) -> None:
+    """Recompute the audit tree from its rows and check every signed tree head. Exits 1 naming
+    the first bad entry."""
+    from rich.progress import Progress
+
+    from strongroom.service_layer.audit_verify import VerifyReport, verify_log
+
+    started = time.perf_counter()
+    with Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("Verifying the audit log", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report: VerifyReport = _run(lambda c: verify_log(c.uow, c.envelope, progress))
+    seconds = time.perf_counter() - started
+    rate = report.entries / seconds if seconds > 0 else 0.0
+    data = {
+        "ok": report.ok,
+        "entries": report.entries,
+        "tree_heads": report.tree_heads,
+        "pending": report.pending,
+        "problem": report.problem,
+        "seconds": round(seconds, 3),
+        "entries_per_second": round(rate, 1),
+    }
+    if report.ok:
+        text = (
+            f"Audit log verified: {report.entries} entries, {report.tree_heads} signed tree "
+            f"heads, {report.pending} events awaiting the sequencer "
+            f"({rate:,.0f} entries/s)."
+        )
+    else:
+        text = f"Audit log verification FAILED: {report.problem}"
+    _emit(as_json, data, text)
+    if not report.ok:
+        raise SystemExit(1)

@@ -1,5 +1,6 @@
-"""The background loops: gateway recovery and Idempotency-Key pruning. Safe to run in any number
-of processes side by side: recovery leases each operation before driving it."""
+"""The background loops: gateway recovery, the audit sequencer and Idempotency-Key pruning. Safe
+to run in any number of processes side by side: recovery leases each operation before driving
+it, and sequencer passes are serialised by the database."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ log = structlog.get_logger(__name__)
 async def run_once(container: Container) -> dict[str, int]:
     settings = container.settings
     recovered = await container.payments.recover()
+    sequenced = await container.sequencer.run_once()
     pruned = await prune_idempotency_keys(
         container.uow,
         container.clock,
         timedelta(hours=settings.idempotency_retention_hours),
     )
-    return {"recovered": recovered, "pruned": pruned}
+    return {"recovered": recovered, "sequenced": sequenced, "pruned": pruned}
 
 
 async def run_forever(container: Container, stop: asyncio.Event) -> None:

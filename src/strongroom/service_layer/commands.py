@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from strongroom.domain.audit import NO_ORIGIN, Origin
 from strongroom.domain.model import CaptureMethod
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: the merchant a key belongs to, and whether it is a live key."""
+    """Who is asking: the merchant a key belongs to, and whether it is a live key; plus, for the
+    audit log, which key it was and where the request came from."""
 
     merchant_id: str
     livemode: bool
+    key_id: str | None = None
+    origin: Origin = NO_ORIGIN
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from strongroom.domain.audit import NO_ORIGIN, Actor, ActorType, AuditTag, Origin, Outcome
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError, ResourceMissing
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import LegalEntity, Merchant
+from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.commands import Caller
 from strongroom.service_layer.unit_of_work import UnitOfWork
 
@@ -60,8 +62,10 @@ class Merchants:
         *,
         hash_secret: bytes,
         key_cache_ttl: timedelta = timedelta(seconds=5),
+        audit: AuditLog,
     ) -> None:
         self.uow = uow
+        self.audit = audit
         self.clock = clock
         self._hash_secret = hash_secret
         self._key_cache_ttl = key_cache_ttl
@@ -121,21 +125,37 @@ class Merchants:
                     "created_at": self.clock.now(),
                 }
             )
+            await tx.repo.add_audit_event(
+                self.audit.event(
+                    AuditTag.API_KEY_CREATE,
+                    merchant_id=merchant_id,
+                    resource=("api_key", issued.id),
+                    details={"kind": str(kind), "livemode": livemode},
+                )
+            )
             await tx.commit()
         return issued
 
     async def revoke_key(self, key_id: str) -> None:
         async with self.uow.transaction() as tx:
-            if not await tx.repo.revoke_api_key(key_id, self.clock.now()):
+            merchant_id = await tx.repo.revoke_api_key(key_id, self.clock.now())
+            if merchant_id is None:
                 raise ResourceMissing(f"No such active key: '{key_id}'", param="key")
+            await tx.repo.add_audit_event(
+                self.audit.event(
+                    AuditTag.API_KEY_REVOKE, merchant_id=merchant_id, resource=("api_key", key_id)
+                )
+            )
             await tx.commit()
         self._key_cache = {
             digest: entry for digest, entry in self._key_cache.items() if entry[0].key_id != key_id
         }
 
-    async def authenticate(self, raw: str) -> Authenticated:
+    async def authenticate(self, raw: str, origin: Origin = NO_ORIGIN) -> Authenticated:
         """Find the key by its keyed hash. The lookup is by digest, so timing reveals nothing
-        about the secret; the final comparison is constant-time all the same."""
+        about the secret; the final comparison is constant-time all the same. A refusal is
+        audited, with the presented key only as a pseudonym (repeats correlate; the key does
+        not leak into the log)."""
         digest = self.key_hash(raw)
         now = self.clock.now()
         cached = self._key_cache.get(digest)
@@ -145,6 +165,18 @@ class Merchants:
             row = await repo.find_api_key(digest)
         if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
             self._key_cache.pop(digest, None)
+            await self.audit.record_alone(
+                self.audit.event(
+                    AuditTag.API_KEY_AUTHENTICATE,
+                    actor=Actor(ActorType.ANONYMOUS),
+                    outcome=Outcome.FAILURE,
+                    merchant_id=row.merchant_id if row is not None else None,
+                    origin=origin,
+                    resource=("api_key", row.id) if row is not None else None,
+                    subject=self.audit.pseudonym(raw),
+                    details={"reason": "revoked" if row is not None else "unknown_key"},
+                )
+            )
             raise AuthenticationError("Invalid API key provided.")
         auth = Authenticated(
             Caller(merchant_id=row.merchant_id, livemode=row.livemode),

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from strongroom.adapters.gateways.port import Gateway, GatewayOutcomeUnknown
+from strongroom.domain.audit import AuditTag
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import (
     CardError,
@@ -48,6 +49,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.money import check_amount, parse_currency
 from strongroom.service_layer import commands as c
+from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.idempotency import IdempotentRequest
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
@@ -78,8 +80,10 @@ class Payments:
         max_amount: int,
         recovery_grace: timedelta = timedelta(seconds=30),
         recovery_lease: timedelta = timedelta(seconds=60),
+        audit: AuditLog,
     ) -> None:
         self.uow = uow
+        self.audit = audit
         self.gateway = gateway
         self.clock = clock
         self.max_amount = max_amount
@@ -182,6 +186,13 @@ class Payments:
                 await tx.repo.add_payment_intent(pi, now)
                 if op is not None:
                     await tx.repo.add_operation(op)
+                await self.audit.record_payment(
+                    tx.repo,
+                    caller,
+                    AuditTag.PAYMENT_INTENT_CREATE,
+                    ("payment_intent", pi.id),
+                    {"amount": amount, "currency": currency, "confirm": cmd.confirm},
+                )
             if op is None and idem:
                 await idem.finish(tx, settled or pi)
             await tx.commit()
@@ -220,7 +231,9 @@ class Payments:
         async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
             return self._confirm_operation(pi, cmd.payment_method, now)
 
-        return await self._on_intent(caller, cmd.payment_intent, idem, start)
+        return await self._on_intent(
+            caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CONFIRM
+        )
 
     async def capture(
         self, caller: c.Caller, cmd: c.CapturePaymentIntent, idem: IdempotentRequest | None
@@ -231,7 +244,9 @@ class Payments:
                 pi, OperationKind.CAPTURE, amount, {"reference": pi.gateway_reference}, now
             )
 
-        return await self._on_intent(caller, cmd.payment_intent, idem, start)
+        return await self._on_intent(
+            caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CAPTURE
+        )
 
     async def cancel(
         self, caller: c.Caller, cmd: c.CancelPaymentIntent, idem: IdempotentRequest | None
@@ -248,7 +263,9 @@ class Payments:
             await tx.repo.post(pi.merchant_id, pi.cancel(cmd.cancellation_reason, now), now)
             return None
 
-        return await self._on_intent(caller, cmd.payment_intent, idem, start)
+        return await self._on_intent(
+            caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CANCEL
+        )
 
     async def _on_intent(
         self,
@@ -256,6 +273,7 @@ class Payments:
         pi_id: str,
         idem: IdempotentRequest | None,
         start: Starter,
+        tag: AuditTag,
     ) -> PaymentIntent | Replayed:
         """The shape shared by confirm, capture and cancel: phase 1 of this request's gateway
         call, then the call itself. While another call on the intent is in flight the request
@@ -293,6 +311,7 @@ class Payments:
                 await tx.repo.save_payment_intent(pi, now)
                 if op is not None:
                     await tx.repo.add_operation(op)
+                await self.audit.record_payment(tx.repo, caller, tag, ("payment_intent", pi.id))
             if op is None and idem:
                 await idem.finish(tx, settled or pi)
             await tx.commit()
@@ -367,6 +386,19 @@ class Payments:
                     op = await tx.repo.operation_for_refund(refund.id)
             else:
                 refund, op = await self._begin_refund(tx, caller, cmd, refund_id, now)
+                # Refunds move money out: always audited, whatever audit_payment_events says.
+                await tx.repo.add_audit_event(
+                    self.audit.by_caller(
+                        caller,
+                        AuditTag.REFUND_CREATE,
+                        resource=("refund", refund.id),
+                        details={
+                            "payment_intent": refund.payment_intent_id,
+                            "amount": refund.amount,
+                            "currency": refund.currency,
+                        },
+                    )
+                )
             if op is None and idem:
                 await idem.finish(tx, refund)
             await tx.commit()

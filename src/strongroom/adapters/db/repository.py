@@ -15,7 +15,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from strongroom.adapters.db import audit_store
 from strongroom.adapters.db import tables as t
+from strongroom.domain.audit import AuditEvent
 from strongroom.domain.ids import new_id
 from strongroom.domain.ledger import LedgerTransaction
 from strongroom.domain.model import (
@@ -136,13 +138,16 @@ class Repository:
     async def find_api_key(self, key_hash: str) -> Row[Any] | None:
         return (await self.conn.execute(_API_KEY_BY_HASH, {"hash": key_hash})).first()
 
-    async def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+    async def revoke_api_key(self, key_id: str, now: datetime) -> str | None:
+        """Revoke an active key; its merchant's id, or None when there was no such key."""
         result = await self.conn.execute(
             update(t.api_keys)
             .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now)
+            .returning(t.api_keys.c.merchant_id)
         )
-        return bool(result.rowcount)
+        merchant_id = result.scalar()
+        return str(merchant_id) if merchant_id is not None else None
 
     # --- customers -----------------------------------------------------------------------------
     async def add_customer(self, c: Customer) -> None:
@@ -355,6 +360,11 @@ class Repository:
         for account, currency, total in rows:
             out[(account, currency)] = int(total)
         return out
+
+    # --- audit ---------------------------------------------------------------------------------
+    async def add_audit_event(self, event: AuditEvent) -> None:
+        """In the caller's transaction, so the record and the change it records commit together."""
+        await audit_store.add_event(self.conn, event)
 
     # --- idempotency keys ----------------------------------------------------------------------
     async def insert_idempotency_key(self, values: dict[str, Any]) -> int | None:

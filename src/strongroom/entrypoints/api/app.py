@@ -14,7 +14,9 @@ from strongroom.bootstrap import Container, bootstrap
 from strongroom.entrypoints import logs, worker
 from strongroom.entrypoints.api import errors
 from strongroom.entrypoints.api.middleware import EdgeMiddleware
+from strongroom.entrypoints.api.pan_guard import PanGuard
 from strongroom.entrypoints.api.routes import (
+    audit,
     customers,
     health,
     payment_intents,
@@ -54,8 +56,10 @@ def create_app(
     )
     app.state.container = built
     errors.install(app)
-    for module in (health, customers, payment_intents, refunds, sandbox):
+    for module in (health, customers, payment_intents, refunds, audit, sandbox):
         app.include_router(module.router)
+    # The last added is outermost: EdgeMiddleware (request id, body cap) → PanGuard → routes.
+    app.add_middleware(PanGuard)
     app.add_middleware(EdgeMiddleware, max_body_bytes=built.settings.max_body_bytes)
     return app
 

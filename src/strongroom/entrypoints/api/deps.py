@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Annotated
 
@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from strongroom.bootstrap import Container
+from strongroom.domain.audit import Origin
 from strongroom.domain.errors import AuthenticationError, PermissionDenied, StrongroomError
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.rendering import render
@@ -37,6 +38,7 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 
 
 async def get_caller(
+    request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Caller:
@@ -44,10 +46,13 @@ async def get_caller(
         raise AuthenticationError(
             "You did not provide an API key. Send it as 'Authorization: Bearer sk_test_…'."
         )
-    auth = await container.merchants.authenticate(credentials.credentials)
+    origin = Origin(
+        ip=request.client.host if request.client else None, request_id=request_id_of(request)
+    )
+    auth = await container.merchants.authenticate(credentials.credentials, origin)
     if auth.kind is not KeyKind.SECRET:
         raise PermissionDenied("Publishable keys may only tokenize; use a secret key here.")
-    return auth.caller
+    return replace(auth.caller, key_id=auth.key_id, origin=origin)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -127,6 +127,54 @@ class RefundOut(BaseModel):
     created: int
 
 
+class AuditEventOut(BaseModel):
+    id: str
+    object: Literal["audit_event"] = "audit_event"
+    type: str = Field(description="`source:subject:action`, e.g. `api:refund:create`.")
+    outcome: str = Field(description="`success` or `failure`.")
+    occurred_at: str = Field(description="UTC, ISO 8601 with microseconds.")
+    actor: dict[str, str | None] = Field(description="`type` (api_key, user, system) and `id`.")
+    origin: dict[str, str | None] = Field(description="`ip` and `request_id`.")
+    resource: dict[str, str | None] | None
+    subject: str | None = Field(description="HMAC pseudonym of the person concerned, if any.")
+    details: dict[str, Any]
+    leaf_index: int | None = Field(description="Position in the Merkle tree; null until sequenced.")
+    leaf_hash: str | None = Field(description="SHA-256(0x00 || entry), lowercase hex.")
+
+
+class AuditEventList(BaseModel):
+    object: Literal["list"] = "list"
+    url: str
+    has_more: bool
+    data: list[AuditEventOut]
+
+
+class TreeHeadOut(BaseModel):
+    object: Literal["tree_head"] = "tree_head"
+    tree_size: int
+    root_hash: str
+    timestamp: int = Field(description="Milliseconds since the Unix epoch.")
+    key_id: str
+    public_key: str = Field(description="The Ed25519 public key that signed this head, hex.")
+    signature: str = Field(
+        description="Ed25519 over 0x01 || tree_size (u64 BE) || timestamp (u64 BE) || root_hash."
+    )
+
+
+class InclusionProofOut(BaseModel):
+    object: Literal["inclusion_proof"] = "inclusion_proof"
+    leaf_index: int
+    tree_size: int
+    inclusion_path: list[str]
+
+
+class ConsistencyProofOut(BaseModel):
+    object: Literal["consistency_proof"] = "consistency_proof"
+    first: int
+    second: int
+    consistency_path: list[str]
+
+
 class ErrorDetail(BaseModel):
     type: str
     code: str

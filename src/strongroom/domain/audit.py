@@ -1,0 +1,122 @@
+"""Audit events: what the tamper-evident log records, and the exact bytes that get hashed.
+
+An event carries the PCI DSS 10.2.2 fields (who, what, when, outcome, origin, affected
+resource) and nothing personal: a person appears only as an HMAC pseudonym, so erasing their
+data elsewhere never breaks the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class AuditTag(StrEnum):
+    """Every event type, shaped `source:subject:action` (source: where the action came from)."""
+
+    PAYMENT_INTENT_CREATE = "api:payment_intent:create"
+    PAYMENT_INTENT_CONFIRM = "api:payment_intent:confirm"
+    PAYMENT_INTENT_CAPTURE = "api:payment_intent:capture"
+    PAYMENT_INTENT_CANCEL = "api:payment_intent:cancel"
+    REFUND_CREATE = "api:refund:create"
+    API_KEY_AUTHENTICATE = "api:api_key:authenticate"
+    AUDIT_LOG_READ = "api:audit_log:read"
+    API_KEY_CREATE = "cli:api_key:create"
+    API_KEY_REVOKE = "cli:api_key:revoke"
+    KEYRING_ROTATE = "cli:keyring:rotate"
+    KEYRING_RETIRE = "cli:keyring:retire"
+    WEBHOOK_VERIFY = "webhook:signature:verify"
+
+
+class ActorType(StrEnum):
+    API_KEY = "api_key"
+    USER = "user"
+    SYSTEM = "system"  # the CLI run by an operator on the host, or a worker loop
+    ANONYMOUS = "anonymous"  # e.g. a request whose credentials were refused
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: ActorType
+    id: str | None = None
+
+
+SYSTEM = Actor(ActorType.SYSTEM, "cli")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from."""
+
+    ip: str | None = None
+    request_id: str | None = None
+
+
+NO_ORIGIN = Origin()  # the CLI and worker loops: no request behind the action
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: str
+    occurred_at: datetime
+    event_type: AuditTag
+    outcome: Outcome
+    actor: Actor
+    merchant_id: str | None = None
+    origin: Origin = NO_ORIGIN
+    resource_type: str | None = None
+    resource_id: str | None = None
+    subject: str | None = None  # an HMAC pseudonym (see pseudonym())
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def entry(self) -> bytes:
+        """The log entry: canonical JSON of every field, so the leaf hash covers all of them
+        and the same event always hashes the same on SQLite and PostgreSQL."""
+        return canonical_entry(
+            {
+                "id": self.id,
+                "merchant_id": self.merchant_id,
+                "occurred_at": iso_utc(self.occurred_at),
+                "event_type": str(self.event_type),
+                "outcome": str(self.outcome),
+                "actor_type": str(self.actor.type),
+                "actor_id": self.actor.id,
+                "ip": self.origin.ip,
+                "request_id": self.origin.request_id,
+                "resource_type": self.resource_type,
+                "resource_id": self.resource_id,
+                "subject": self.subject,
+                "details": self.details,
+            }
+        )
+
+
+def canonical_entry(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """A stable stand-in for a person or a presented credential: equal inputs give equal
+    pseudonyms (so repeated failures correlate) but the value cannot be read back."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def tree_head_message(tree_size: int, timestamp_ms: int, root_hash: bytes) -> bytes:
+    """The bytes a tree head's Ed25519 signature covers: a version byte, then tree size and
+    timestamp as unsigned 64-bit big-endian integers, then the 32-byte root hash."""
+    return b"\x01" + struct.pack(">QQ", tree_size, timestamp_ms) + root_hash

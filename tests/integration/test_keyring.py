@@ -1,0 +1,402 @@
+"""Master key rotation and retirement over real databases (SQLite and PostgreSQL).
+
+Secrets are sealed into `audit_signing_keys.private_key`, the first Sealed column. The main
+rotation test also runs on AWS KMS: AWS is unreachable from here, so the official boto3 SDK
+talks to moto's KMS server on a loopback port (tests/kms_support.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, Text, select, type_coerce, update
+
+from strongroom.adapters.db import tables as t
+from strongroom.adapters.db.types import Sealed
+from strongroom.adapters.kms.envelope import Binding, Envelope
+from strongroom.adapters.kms.port import (
+    DataKey,
+    Keyring,
+    KeyringError,
+    KeyVersion,
+    KeyVersionInUse,
+    UnknownKeyVersion,
+)
+from strongroom.adapters.kms.sealed import SealedValue
+from strongroom.bootstrap import Container
+from strongroom.service_layer.keyring import (
+    KeyRotation,
+    RotationProgress,
+    sealed_columns,
+)
+from tests.kms_support import aws_kms_url, local_kms_url, moto_kms_server
+from tests.support import FakeClock
+
+KEYS = t.audit_signing_keys
+COLUMN = "audit_signing_keys.private_key"
+STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
+
+
+class Interrupted(Exception):
+    """Stands for the operator's Ctrl-C or a crash in the middle of a rotation."""
+
+
+def cli(database_url: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real `strongroom` command in a subprocess, as tests/integration/test_cli.py runs it."""
+    environ = {**os.environ, "STRONGROOM_DATABASE_URL": database_url, **env}
+    return subprocess.run(
+        [STRONGROOM, *args], env=environ, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_kms_server() as url:
+        yield url
+
+
+@pytest.fixture
+def kms_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Overrides the conftest's: local by default, or the provider an indirect param names."""
+    provider = getattr(request, "param", "local")
+    if provider == "aws-kms":
+        return aws_kms_url(request.getfixturevalue("moto_endpoint"))
+    return local_kms_url(tmp_path / "keyring")
+
+
+def binding(row_id: str) -> Binding:
+    return Binding.for_row(KEYS, "private_key", row_id)
+
+
+async def insert_secrets(container: Container, clock: FakeClock, count: int) -> dict[str, bytes]:
+    secrets = {f"ask_{i:03d}": os.urandom(32) for i in range(count)}
+    sealed = {
+        row_id: await container.envelope.seal(secret, binding(row_id))
+        for row_id, secret in secrets.items()
+    }
+    async with container.uow.transaction() as tx:
+        await tx.repo.conn.execute(
+            KEYS.insert(),
+            [
+                {"id": i, "public_key": "0" * 64, "private_key": s, "created_at": clock.now()}
+                for i, s in sealed.items()
+            ],
+        )
+        await tx.commit()
+    return secrets
+
+
+async def stored(container: Container) -> dict[str, str]:
+    """Each row's stored text, raw."""
+    async with container.uow.reading() as repo:
+        rows = await repo.conn.execute(
+            select(KEYS.c.id, type_coerce(KEYS.c.private_key, Text)).order_by(KEYS.c.id)
+        )
+        return {row[0]: row[1] for row in rows}
+
+
+async def assert_all_open(container: Container, secrets: Mapping[str, bytes]) -> None:
+    texts = await stored(container)
+    assert set(texts) == set(secrets)
+    for row_id, secret in secrets.items():
+        assert await container.envelope.open(texts[row_id], binding(row_id)) == secret
+
+
+def versions_of(texts: Mapping[str, str]) -> dict[str, str]:
+    return {row_id: SealedValue.decode(text).key_version for row_id, text in texts.items()}
+
+
+@pytest.mark.parametrize("kms_url", ["local", "aws-kms"], indirect=True)
+async def test_rotation_rewraps_every_value_and_all_still_decrypt(
+    container: Container, clock: FakeClock
+) -> None:
+    secrets = await insert_secrets(container, clock, 7)
+    before = await stored(container)
+    steps: list[RotationProgress] = []
+
+    summary = await KeyRotation(
+        container.uow, container.envelope, audit=container.audit, batch_size=3
+    ).rotate(progress=steps.append)
+
+    assert (summary.version, summary.created, summary.rewrapped) == ("2", True, 7)
+    assert (summary.changed_concurrently, summary.unreadable) == (0, [])
+    assert [(s.column, s.checked, s.total) for s in steps] == [
+        (COLUMN, 3, 7),
+        (COLUMN, 6, 7),
+        (COLUMN, 7, 7),
+    ]
+    after = await stored(container)
+    assert set(versions_of(after).values()) == {"2"}
+    for row_id in secrets:  # same data key and ciphertext, newly wrapped
+        old, new = SealedValue.decode(before[row_id]), SealedValue.decode(after[row_id])
+        assert (old.nonce, old.ciphertext) == (new.nonce, new.ciphertext)
+        assert old.wrapped_key != new.wrapped_key
+    await assert_all_open(container, secrets)
+
+    usage = await KeyRotation(container.uow, container.envelope, audit=container.audit).usage()
+    assert [(v.version, v.current, v.available, v.values) for v in usage.versions] == [
+        ("1", False, True, 0),
+        ("2", True, True, 7),
+    ]
+    await KeyRotation(container.uow, container.envelope, audit=container.audit).retire("1")
+    await assert_all_open(container, secrets)
+
+
+async def test_an_interrupted_rotation_resumes_where_it_stopped(
+    container: Container, clock: FakeClock
+) -> None:
+    secrets = await insert_secrets(container, clock, 8)
+    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, batch_size=3)
+
+    def crash(step: RotationProgress) -> None:
+        raise Interrupted  # right after the first batch commits
+
+    with pytest.raises(Interrupted):
+        await rotation.rotate(progress=crash)
+    halfway = await stored(container)
+    assert sorted(versions_of(halfway).values()) == ["1"] * 5 + ["2"] * 3
+    await assert_all_open(container, secrets)  # mid-rotation, everything still decrypts
+
+    summary = await rotation.rotate(resume=True)
+
+    assert (summary.version, summary.created, summary.rewrapped) == ("2", False, 5)
+    finished = await stored(container)
+    assert set(versions_of(finished).values()) == {"2"}
+    for row_id, version in versions_of(halfway).items():
+        if version == "2":  # done before the interruption: left exactly as it was
+            assert finished[row_id] == halfway[row_id]
+    assert [v.version for v in await container.keyring.versions()] == ["1", "2"]
+    await assert_all_open(container, secrets)
+    again = await rotation.rotate(resume=True)
+    assert (again.version, again.rewrapped, again.checked) == ("2", 0, 8)
+
+
+async def test_retire_refuses_a_version_in_use_and_the_current_one(
+    container: Container, clock: FakeClock
+) -> None:
+    secrets = await insert_secrets(container, clock, 5)
+    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, batch_size=2)
+    with pytest.raises(KeyVersionInUse, match="key version 1 is the current version"):
+        await rotation.retire("1")
+
+    await container.keyring.create_version()  # a rotation that has not re-wrapped anything yet
+    with pytest.raises(
+        KeyVersionInUse,
+        match=r"key version 1 is still used by 5 stored value\(s\): "
+        r"audit_signing_keys.private_key \(5\)",
+    ):
+        await rotation.retire("1")
+    await assert_all_open(container, secrets)  # the refusal destroyed nothing
+
+    await rotation.rotate(resume=True)
+    await rotation.retire("1")
+    await assert_all_open(container, secrets)
+    with pytest.raises(KeyVersionInUse, match="current version"):
+        await rotation.retire("2")
+    with pytest.raises(UnknownKeyVersion):
+        await rotation.retire("1")
+    with pytest.raises(UnknownKeyVersion):
+        await rotation.retire("7")
+
+    async with container.engines.read.connect() as conn:
+        recorded = (
+            await conn.execute(
+                select(t.audit_events.c.event_type, t.audit_events.c.outcome)
+                .where(t.audit_events.c.event_type.like("cli:keyring:%"))
+                .order_by(t.audit_events.c.seq)
+            )
+        ).all()
+    retire, rotate = "cli:keyring:retire", "cli:keyring:rotate"
+    assert [tuple(r) for r in recorded] == [
+        (retire, "failure"),
+        (retire, "failure"),
+        (rotate, "success"),
+        (retire, "success"),
+        (retire, "failure"),
+        (retire, "failure"),
+        (retire, "failure"),
+    ]
+
+
+class WriterDuringRotation:
+    """The real keyring, except that the first re-wrap lets a concurrent writer replace one
+    row's secret: the rotation has read that row's old text and not yet written it back."""
+
+    def __init__(self, inner: Keyring, writer: Callable[[], Awaitable[None]]) -> None:
+        self.inner = inner
+        self.writer: Callable[[], Awaitable[None]] | None = writer
+
+    async def wrap(self, plaintext: bytes, context: Mapping[str, str]) -> tuple[bytes, str]:
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            await writer()
+        return await self.inner.wrap(plaintext, context)
+
+    async def current_version(self) -> str:
+        return await self.inner.current_version()
+
+    async def versions(self) -> list[KeyVersion]:
+        return await self.inner.versions()
+
+    async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
+        return await self.inner.generate_data_key(context)
+
+    async def unwrap(self, wrapped: bytes, version: str, context: Mapping[str, str]) -> bytes:
+        return await self.inner.unwrap(wrapped, version, context)
+
+    async def create_version(self) -> str:
+        return await self.inner.create_version()
+
+    async def retire_version(self, version: str) -> None:
+        await self.inner.retire_version(version)
+
+
+async def test_a_concurrent_writer_is_never_overwritten(
+    container: Container, clock: FakeClock
+) -> None:
+    secrets = await insert_secrets(container, clock, 4)
+    replacement = os.urandom(32)
+
+    async def replace_first_secret() -> None:
+        sealed = await container.envelope.seal(replacement, binding("ask_000"))
+        async with container.uow.transaction() as tx:
+            await tx.repo.conn.execute(
+                update(KEYS).where(KEYS.c.id == "ask_000").values(private_key=sealed)
+            )
+            await tx.commit()
+
+    envelope = Envelope(WriterDuringRotation(container.keyring, replace_first_secret))
+    summary = await KeyRotation(
+        container.uow, envelope, audit=container.audit, batch_size=10
+    ).rotate()
+
+    # ask_000's conditional UPDATE matched nothing; the writer's value (already on version 2)
+    # stands, and the second pass found nothing left to do.
+    assert (summary.rewrapped, summary.changed_concurrently) == (3, 0)
+    assert set(versions_of(await stored(container)).values()) == {"2"}
+    await assert_all_open(container, {**secrets, "ask_000": replacement})
+
+
+async def test_unreadable_values_are_reported_and_block_nothing_else(
+    container: Container, clock: FakeClock
+) -> None:
+    secrets = await insert_secrets(container, clock, 3)
+    moved = (await stored(container))["ask_001"]
+    async with container.uow.transaction() as tx:  # raw text: the Sealed type would refuse it
+        for row_id, text in (("ask_000", "not a sealed value"), ("ask_002", moved)):
+            await tx.repo.conn.execute(
+                update(KEYS)
+                .where(KEYS.c.id == row_id)
+                .values({type_coerce(KEYS.c.private_key, Text): text})
+            )
+        await tx.commit()
+    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, batch_size=2)
+
+    summary = await rotation.rotate()
+
+    assert summary.rewrapped == 1
+    assert summary.unreadable == [f"{COLUMN} row ask_000", f"{COLUMN} row ask_002"]
+    usage = await rotation.usage()
+    assert usage.malformed == {COLUMN: 1}
+    assert [(v.version, v.values) for v in usage.versions] == [("1", 1), ("2", 1)]
+    opened = await container.envelope.open((await stored(container))["ask_001"], binding("ask_001"))
+    assert opened == secrets["ask_001"]
+
+
+def test_sealed_columns_are_found_by_type() -> None:
+    found = {c.name: c for c in sealed_columns()}
+    assert COLUMN in found
+    assert found[COLUMN].primary_key is KEYS.c.id
+    assert found[COLUMN].merchant is None
+
+    later = MetaData()
+    Table(
+        "bank_tokens",
+        later,
+        Column("id", String(40), primary_key=True),
+        Column("merchant_id", String(40), nullable=False),
+        Column("token", Sealed(), nullable=True),
+    )
+    Table(
+        "pairs",
+        later,
+        Column("a", String(4), primary_key=True),
+        Column("b", String(4), primary_key=True),
+    )
+    (bank,) = sealed_columns(later)
+    assert bank.name == "bank_tokens.token"
+    assert bank.binding("bt_1", "acct_1") == Binding("bank_tokens", "token", "bt_1", "acct_1")
+
+    Table(
+        "composite",
+        later,
+        Column("a", String(4), primary_key=True),
+        Column("b", String(4), primary_key=True),
+        Column("secret", Sealed()),
+    )
+    with pytest.raises(KeyringError, match="composite primary key"):
+        sealed_columns(later)
+
+
+def _cli_json(database_url: str, kms_url: str, *args: str) -> Any:
+    result = cli(database_url, *args, "--json", env={"STRONGROOM_KMS_URL": kms_url})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def test_keys_commands(
+    database_url: str, kms_url: str, container: Container, clock: FakeClock
+) -> None:
+    secrets = await insert_secrets(container, clock, 5)
+    env = {"STRONGROOM_KMS_URL": kms_url}
+
+    listed = _cli_json(database_url, kms_url, "keys", "versions")
+    assert listed == {
+        "versions": [
+            {
+                "version": "1",
+                "current": True,
+                "available": True,
+                "values": 5,
+                "columns": {COLUMN: 5},
+            }
+        ],
+        "malformed": {},
+    }
+    refused = cli(database_url, "keys", "retire", "1", env=env)
+    assert refused.returncode != 0
+    assert "key version 1 is the current version" in refused.stderr
+
+    await container.keyring.create_version()  # as if a rotation stopped before re-wrapping
+    refused = cli(database_url, "keys", "retire", "1", env=env)
+    assert refused.returncode != 0
+    assert "still used by 5 stored value(s): audit_signing_keys.private_key (5)" in (refused.stderr)
+
+    resumed = _cli_json(database_url, kms_url, "keys", "rotate", "--resume", "--batch-size", "2")
+    assert resumed == {
+        "version": "2",
+        "created": False,
+        "checked": 5,
+        "rewrapped": 5,
+        "changed_concurrently": 0,
+        "unreadable": [],
+    }
+    retired = _cli_json(database_url, kms_url, "keys", "retire", "1")
+    assert retired == {"version": "1", "retired": True}
+
+    rotated = cli(database_url, "keys", "rotate", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "Key version 3 is now current: re-wrapped 5 stored value(s)." in rotated.stdout
+    table = cli(database_url, "keys", "versions", env=env)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[1:] == [
+        "2        active          0  ",
+        f"3        current         5  {COLUMN}=5",
+    ]
+    await assert_all_open(container, secrets)

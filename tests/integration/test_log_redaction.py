@@ -1,0 +1,218 @@
+"""Every log record, structlog's or the standard library's, leaves with card numbers masked,
+secret keys cut and sensitive fields replaced, including inside exception tracebacks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+import structlog
+
+from strongroom.domain.pan import find_pans
+from strongroom.entrypoints import logs
+from tests import leak_scan
+from tests.support import pg_available, pg_execute, service_missing, unique_name
+
+VISA = "4242424242424242"
+SECRET_KEY = "sk_live_" + "Zx9" * 10
+RESTRICTED_KEY = "rk_test_" + "Qa1" * 10
+
+SENSITIVE = [
+    "card",
+    "card_number",
+    "number",
+    "pan",
+    "cvc",
+    "CVV",
+    "cvc2",
+    "cvv2",
+    "cid",
+    "security_code",
+    "exp",
+    "exp_month",
+    "exp_year",
+    "password",
+    "passphrase",
+    "secret",
+    "secret_key",
+    "api_key",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "Authorization",
+    "cookie",
+    "Set-Cookie",
+    "otp",
+    "totp",
+    "webhook_secret",
+]
+
+
+@pytest.fixture
+def lines(capsys: pytest.CaptureFixture[str]) -> Any:
+    """The production log set-up; calling the yielded function returns the records written
+    since the last call, parsed."""
+    logs.configure("info")
+    capsys.readouterr()
+
+    def read() -> list[dict[str, Any]]:
+        err = capsys.readouterr().err
+        return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+    return read
+
+
+def assert_clean(text: str) -> None:
+    assert find_pans(text) == []
+    assert VISA not in text
+    assert SECRET_KEY not in text
+    assert RESTRICTED_KEY not in text
+    assert "Zx9Zx9" not in text
+    assert "Qa1Qa1" not in text
+
+
+@pytest.mark.parametrize("field", SENSITIVE)
+def test_sensitive_fields_are_replaced(field: str, lines: Any) -> None:
+    structlog.get_logger("t").info("event", **{field: "value-1234", "kept": "visible"})
+    (record,) = lines()
+    assert record[field] == logs.REDACTED
+    assert record["kept"] == "visible"
+
+
+def test_nested_fields_and_free_text_are_redacted(lines: Any) -> None:
+    structlog.get_logger("t").warning(
+        f"charging {VISA} with {SECRET_KEY}",
+        request={
+            "headers": {"authorization": f"Bearer {SECRET_KEY}", "x-note": "4242-4242-4242-4242"},
+            "body": [{"card": {"number": VISA, "cvc": "123"}}, ("tuple", int(VISA))],
+            "params": {"note": f"key {RESTRICTED_KEY}", "order": "ORD-2024-000123"},
+        },
+        raw=f"Authorization: Bearer {SECRET_KEY}",
+    )
+    (record,) = lines()
+    text = json.dumps(record)
+    assert_clean(text)
+    assert record["event"] == "charging 424242******4242 with sk_live_[REDACTED]"
+    assert record["request"]["headers"]["authorization"] == logs.REDACTED
+    assert record["request"]["headers"]["x-note"] == "424242******4242"
+    assert record["request"]["body"][0]["card"] == logs.REDACTED
+    assert record["request"]["body"][1] == ["tuple", "424242******4242"]
+    assert record["request"]["params"] == {
+        "note": "key rk_test_[REDACTED]",
+        "order": "ORD-2024-000123",
+    }
+    assert record["raw"] == "Authorization: Bearer [REDACTED]"
+
+
+def test_structlog_exceptions_are_redacted(lines: Any) -> None:
+    try:
+        raise ValueError(f"declined card {VISA} for key {SECRET_KEY}")
+    except ValueError:
+        structlog.get_logger("t").exception("failed")
+    (record,) = lines()
+    assert "ValueError: declined card 424242******4242" in record["exception"]
+    assert_clean(json.dumps(record))
+
+
+def test_standard_library_records_are_json_and_redacted(lines: Any) -> None:
+    logger = logging.getLogger("sqlalchemy.engine.test")
+    logger.warning("params %s and %s", VISA, {"password": "hunter2", "key": SECRET_KEY})
+    try:
+        raise RuntimeError(f"card 5555 5555 5555 4444 refused for {SECRET_KEY}")
+    except RuntimeError:
+        logger.exception("query failed")
+    first, second = lines()
+    assert first["level"] == "warning"
+    assert first["event"].startswith("params 424242******4242 and ")
+    assert "hunter2" not in first["event"]  # only free text: the key's value is not a field
+    assert "RuntimeError: card 555555******4444 refused" in second["exception"]
+    assert second["event"] == "query failed"
+    for record in (first, second):
+        assert_clean(json.dumps(record))
+
+
+def test_uvicorn_loggers_go_through_the_same_handler(lines: Any) -> None:
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.addHandler(logging.StreamHandler())  # as uvicorn's own config would
+    logs.configure("info")
+    lines()
+    uvicorn_error.error("Exception in ASGI application: card %s", VISA)
+    (record,) = lines()
+    assert record["event"] == "Exception in ASGI application: card 424242******4242"
+
+
+def test_configuring_twice_keeps_one_handler(lines: Any) -> None:
+    logs.configure("info")
+    logs.configure("info")
+    logging.getLogger("t").warning("once")
+    assert [r["event"] for r in lines()] == ["once"]
+
+
+# The leak scan (tests/leak_scan.py) is the check behind all of the above: shown here to find
+# what it looks for, in throwaway stores outside any test's tmp_path (which it scans itself).
+
+
+def test_the_leak_scan_finds_a_planted_card_number_and_secret_key() -> None:
+    planted = f"note {spaced_visa()} and {SECRET_KEY}"
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        db = sqlite3.connect(root / "planted.db")
+        db.execute("CREATE TABLE t (note TEXT)")
+        db.execute("INSERT INTO t VALUES (?)", (planted,))
+        db.commit()
+        db.close()
+        (root / "server.log").write_text(json.dumps({"event": planted}) + "\n")
+        (root / "clean.log").write_text('{"event": "card 424242******4242 sk_test_[REDACTED]"}\n')
+
+        found = leak_scan.scan_directory(root, "planted")
+
+    assert sorted((f.where, f.kind) for f in found) == [
+        ("planted planted.db (SQLite dump)", "card number"),
+        ("planted planted.db (SQLite dump)", "secret key"),
+        ("planted server.log", "card number"),
+        ("planted server.log", "secret key"),
+    ]
+    for finding in found:
+        assert_clean(str(finding))
+    assert "424242******4242" in {f.shown for f in found}
+    assert leak_scan.scan_text("order ORD-2024-000123, phone +1 415-555-0132", "x") == []
+
+
+def test_the_leak_scan_reads_every_postgres_table() -> None:
+    reason = pg_available()
+    if reason is not None:
+        service_missing("PostgreSQL at 127.0.0.1:5432", reason)
+    name = unique_name("strongroom_leak")
+    # Made and dropped by hand, not with pg_database: that would scan (and flag) it on drop.
+    pg_execute(f'CREATE DATABASE "{name}"')
+    try:
+        asyncio.run(_plant(name))
+        found = leak_scan.scan_text(leak_scan.dump_postgres(name), name)
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert sorted(f.kind for f in found) == ["card number", "secret key"]
+
+
+async def _plant(database: str) -> None:
+    conn = await asyncpg.connect(leak_scan._pg_dsn(database), timeout=5)
+    try:
+        await conn.execute("CREATE SCHEMA other")
+        await conn.execute("CREATE TABLE public.a (note text)")
+        await conn.execute("CREATE TABLE other.b (doc jsonb)")
+        await conn.execute("INSERT INTO public.a VALUES ($1)", f"card {spaced_visa()}")
+        await conn.execute("INSERT INTO other.b VALUES ($1)", json.dumps({"k": SECRET_KEY}))
+    finally:
+        await conn.close()
+
+
+def spaced_visa() -> str:
+    return " ".join(VISA[i : i + 4] for i in range(0, 16, 4))
