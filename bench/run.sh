@@ -4,17 +4,21 @@
 #   make bench            (or: bash bench/run.sh)
 #
 # 1. Creates two throwaway databases on $BENCH_PGHOST (one for Strongroom, one for pgbench),
-#    migrates, makes a merchant and starts `strongroom serve --no-worker` on a free port.
+#    migrates, makes a merchant, starts `strongroom serve --no-worker` on a free port with
+#    payment audit events off, and `strongroom worker` (recovery, audit sequencer) beside it.
 # 2. wrk drives POST /v1/payment_intents {confirm: true} with $BENCH_CONNECTIONS connections:
-#    a short warm-up, then $BENCH_SECONDS with a unique Idempotency-Key per request, then the
-#    same without the header.
+#    a short warm-up and $BENCH_SECONDS with a unique Idempotency-Key per request (audit off);
+#    then, on a restarted server with audit events on, the same while bench/audit_lag.py samples
+#    the sequencer's lag, and the same again without the header.
 # 3. Stops the server and runs pgbench TPC-B with the same number of clients for as long.
-# 4. bench/report.py prints payments/s, p50/p99, pgbench tps, the ratios and PASS/MISS per target.
+# 4. Times `strongroom audit verify` over a generated log of $BENCH_AUDIT_ENTRIES entries.
+# 5. bench/report.py prints payments/s, p50/p99, pgbench tps, the ratios and PASS/MISS per target.
 # Raw outputs go to bench/results/<run id>/. Databases and the server are removed on exit.
 #
 # Settings (environment):
 #   BENCH_SECONDS=20  BENCH_WARMUP=5  BENCH_WORKERS=2  BENCH_CONNECTIONS=16  BENCH_THREADS=2
 #   BENCH_PGBENCH_SCALE=16  BENCH_PGHOST=127.0.0.1  BENCH_PGPORT=5432  BENCH_PGUSER=postgres
+#   BENCH_AUDIT_ENTRIES=1000000
 #   BENCH_STRICT=1    exit 1 when a target is missed (errors always exit 2)
 #   BENCH_PROFILE=1   afterwards, one more with-key run of BENCH_PROFILE_SECONDS (15) under
 #                     py-spy (installed into .venv if missing), summarised by bench/pyspy_summary.py;
