@@ -5,6 +5,7 @@ tests/rfc9162.py (written from the RFC alone)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import httpx
@@ -48,12 +49,8 @@ async def test_payments_and_refunds_are_recorded_with_who_where_and_what(
     assert created.outcome == "success"
     assert created.request_id == paid.headers["request-id"]
     assert created.ip == "127.0.0.1"
-    assert created.details == {
-        "amount": 2000,
-        "currency": "usd",
-        "confirm": True,
-        "livemode": False,
-    }
+    assert created.details == {"amount": 2000, "currency": "usd", "confirm": True}
+    assert created.livemode is False
     refunded = by_type[AuditTag.REFUND_CREATE]
     assert refunded.resource_id == refund.json()["id"]
     assert refunded.details["payment_intent"] == pi
@@ -97,7 +94,8 @@ async def test_key_creation_and_revocation_are_recorded(container: Container) ->
         (AuditTag.API_KEY_CREATE, key.id),
         (AuditTag.API_KEY_REVOKE, key.id),
     ]
-    assert rows[0].details == {"kind": "secret", "livemode": True}
+    assert rows[0].details == {"kind": "secret"}
+    assert [r.livemode for r in rows] == [True, True]
     assert all(key.secret not in repr(r._mapping) for r in rows)
 
 
@@ -141,11 +139,34 @@ async def test_merchants_list_only_their_own_events_and_reads_are_recorded(
     assert other.id not in owners
     created = next(e for e in page["data"] if e["type"] == AuditTag.PAYMENT_INTENT_CREATE)
     assert created["leaf_index"] is not None
-    assert len(created["leaf_hash"]) == 64
+    # A client can check the leaf hash from the event it was given.
+    assert hashlib.sha256(b"\x00" + created["entry"].encode()).hexdigest() == created["leaf_hash"]
 
     reads = [r for r in await audit_rows(container) if r.event_type == AuditTag.AUDIT_LOG_READ]
     assert len(reads) == 1
     assert reads[0].details["read"] == "events"
+
+
+async def test_a_test_key_never_lists_live_events(
+    container: Container, client: httpx.AsyncClient, secret_key: str
+) -> None:
+    merchant_id = (await container.merchants.authenticate(secret_key)).caller.merchant_id
+    live = await container.merchants.create_key(merchant_id, KeyKind.SECRET, livemode=True)
+    as_live = {"Authorization": f"Bearer {live.secret}"}
+    await client.post("/v1/payment_intents", json=PAY, headers=as_live)
+    await client.post("/v1/payment_intents", json=PAY)
+
+    test_view = (await client.get("/v1/audit/events", params={"limit": 100})).json()["data"]
+    live_view = (
+        await client.get("/v1/audit/events", params={"limit": 100}, headers=as_live)
+    ).json()["data"]
+    assert test_view
+    assert live_view
+    assert {e["livemode"] for e in test_view} == {False}
+    assert {e["livemode"] for e in live_view} == {True}
+    # A live event's id as a test-mode cursor names nothing.
+    crossed = await client.get("/v1/audit/events", params={"starting_after": live_view[0]["id"]})
+    assert crossed.json()["error"]["code"] == "resource_missing"
 
 
 async def test_pagination_of_events(container: Container, client: httpx.AsyncClient) -> None:

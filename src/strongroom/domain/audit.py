@@ -74,6 +74,7 @@ class AuditEvent:
     outcome: Outcome
     actor: Actor
     merchant_id: str | None = None
+    livemode: bool | None = None  # the mode of the key acting; None for installation-wide events
     origin: Origin = NO_ORIGIN
     resource_type: str | None = None
     resource_id: str | None = None
@@ -82,9 +83,13 @@ class AuditEvent:
 
     def entry(self) -> bytes:
         """The log entry: canonical JSON of every field, so the leaf hash covers all of them
-        and the same event always hashes the same on SQLite and PostgreSQL."""
+        and the same event always hashes the same on SQLite and PostgreSQL. `livemode` was
+        added after the first entries were written, so it appears only when set: older
+        entries keep hashing as they did."""
+        mode = {} if self.livemode is None else {"livemode": self.livemode}
         return canonical_entry(
             {
+                **mode,
                 "id": self.id,
                 "merchant_id": self.merchant_id,
                 "occurred_at": iso_utc(self.occurred_at),

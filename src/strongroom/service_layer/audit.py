@@ -64,6 +64,7 @@ class AuditLog:
         actor: Actor = SYSTEM,
         outcome: Outcome = Outcome.SUCCESS,
         merchant_id: str | None = None,
+        livemode: bool | None = None,
         origin: Origin = NO_ORIGIN,
         resource: tuple[str, str] | None = None,
         subject: str | None = None,
@@ -77,6 +78,7 @@ class AuditLog:
             outcome=outcome,
             actor=actor,
             merchant_id=merchant_id,
+            livemode=livemode,
             origin=origin,
             resource_type=resource_type,
             resource_id=resource_id,
@@ -98,9 +100,10 @@ class AuditLog:
             actor=Actor(ActorType.API_KEY, caller.key_id),
             outcome=outcome,
             merchant_id=caller.merchant_id,
+            livemode=caller.livemode,
             origin=caller.origin,
             resource=resource,
-            details={"livemode": caller.livemode, **(details or {})},
+            details=details,
         )
 
     async def record_payment(
@@ -127,18 +130,24 @@ class AuditLog:
     async def list_events(
         self, caller: Caller, *, limit: int, starting_after: str | None
     ) -> tuple[list[LoggedEvent], bool]:
-        """The caller's own events, newest first, `has_more` as in every Stripe list."""
+        """The caller's own events in the caller's mode (a test key never sees live events),
+        newest first, `has_more` as in every Stripe list."""
         async with self.uow.reading() as repo:
             store = AuditStore(repo.conn)
             before = None
             if starting_after is not None:
                 cursor = await store.event(starting_after)
-                if cursor is None or cursor.event.merchant_id != caller.merchant_id:
+                if cursor is None or (cursor.event.merchant_id, cursor.event.livemode) != (
+                    caller.merchant_id,
+                    caller.livemode,
+                ):
                     raise ResourceMissing(
                         f"No such audit event: '{starting_after}'", param="starting_after"
                     )
                 before = cursor.seq
-            rows = await store.events(caller.merchant_id, limit=limit + 1, before_seq=before)
+            rows = await store.events(
+                caller.merchant_id, caller.livemode, limit=limit + 1, before_seq=before
+            )
         await self._record_read(caller, "events")
         return rows[:limit], len(rows) > limit
 

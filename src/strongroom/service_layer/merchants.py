@@ -129,8 +129,9 @@ class Merchants:
                 self.audit.event(
                     AuditTag.API_KEY_CREATE,
                     merchant_id=merchant_id,
+                    livemode=livemode,
                     resource=("api_key", issued.id),
-                    details={"kind": str(kind), "livemode": livemode},
+                    details={"kind": str(kind)},
                 )
             )
             await tx.commit()
@@ -138,12 +139,16 @@ class Merchants:
 
     async def revoke_key(self, key_id: str) -> None:
         async with self.uow.transaction() as tx:
-            merchant_id = await tx.repo.revoke_api_key(key_id, self.clock.now())
-            if merchant_id is None:
+            revoked = await tx.repo.revoke_api_key(key_id, self.clock.now())
+            if revoked is None:
                 raise ResourceMissing(f"No such active key: '{key_id}'", param="key")
+            merchant_id, livemode = revoked
             await tx.repo.add_audit_event(
                 self.audit.event(
-                    AuditTag.API_KEY_REVOKE, merchant_id=merchant_id, resource=("api_key", key_id)
+                    AuditTag.API_KEY_REVOKE,
+                    merchant_id=merchant_id,
+                    livemode=livemode,
+                    resource=("api_key", key_id),
                 )
             )
             await tx.commit()
@@ -171,6 +176,7 @@ class Merchants:
                     actor=Actor(ActorType.ANONYMOUS),
                     outcome=Outcome.FAILURE,
                     merchant_id=row.merchant_id if row is not None else None,
+                    livemode=row.livemode if row is not None else None,
                     origin=origin,
                     resource=("api_key", row.id) if row is not None else None,
                     subject=self.audit.pseudonym(raw),

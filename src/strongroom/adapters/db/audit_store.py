@@ -46,6 +46,7 @@ def event_values(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "merchant_id": event.merchant_id,
+        "livemode": event.livemode,
         "occurred_at": event.occurred_at,
         "actor_type": str(event.actor.type),
         "actor_id": event.actor.id,
@@ -73,6 +74,7 @@ def event_from_row(row: Row[Any]) -> AuditEvent:
         outcome=Outcome(m["outcome"]),
         actor=Actor(ActorType(m["actor_type"]), m["actor_id"]),
         merchant_id=m["merchant_id"],
+        livemode=m["livemode"],
         origin=Origin(m["ip"], m["request_id"]),
         resource_type=m["resource_type"],
         resource_id=m["resource_id"],
@@ -116,12 +118,10 @@ class AuditStore:
         return _logged(row) if row is not None else None
 
     async def events(
-        self, merchant_id: str | None, *, limit: int, before_seq: int | None
+        self, merchant_id: str, livemode: bool, *, limit: int, before_seq: int | None
     ) -> list[LoggedEvent]:
-        """Newest first; only `merchant_id`'s events unless it is None (the whole log)."""
-        query = _WITH_LEAF
-        if merchant_id is not None:
-            query = query.where(_ev.c.merchant_id == merchant_id)
+        """One merchant's events in one mode, newest first."""
+        query = _WITH_LEAF.where(_ev.c.merchant_id == merchant_id, _ev.c.livemode == livemode)
         if before_seq is not None:
             query = query.where(_ev.c.seq < before_seq)
         rows = await self.conn.execute(query.order_by(_ev.c.seq.desc()).limit(limit))

@@ -138,16 +138,17 @@ class Repository:
     async def find_api_key(self, key_hash: str) -> Row[Any] | None:
         return (await self.conn.execute(_API_KEY_BY_HASH, {"hash": key_hash})).first()
 
-    async def revoke_api_key(self, key_id: str, now: datetime) -> str | None:
-        """Revoke an active key; its merchant's id, or None when there was no such key."""
-        result = await self.conn.execute(
-            update(t.api_keys)
-            .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-            .returning(t.api_keys.c.merchant_id)
-        )
-        merchant_id = result.scalar()
-        return str(merchant_id) if merchant_id is not None else None
+    async def revoke_api_key(self, key_id: str, now: datetime) -> tuple[str, bool] | None:
+        """Revoke an active key; its merchant's id and mode, or None when there was no such key."""
+        row = (
+            await self.conn.execute(
+                update(t.api_keys)
+                .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+                .returning(t.api_keys.c.merchant_id, t.api_keys.c.livemode)
+            )
+        ).first()
+        return (row.merchant_id, row.livemode) if row is not None else None
 
     # --- customers -----------------------------------------------------------------------------
     async def add_customer(self, c: Customer) -> None:

@@ -227,6 +227,7 @@ audit_events = Table(
     Column("seq", AutoId, primary_key=True, autoincrement=True),  # insertion order
     Column("id", Id, nullable=False, unique=True),
     Column("merchant_id", Id, nullable=True),  # None: installation-wide (e.g. key rotation)
+    Column("livemode", Boolean, nullable=True),  # test or live, as the key acting; None: neither
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("actor_type", String(16), nullable=False),  # user | api_key | system | anonymous
     Column("actor_id", String(64), nullable=True),
@@ -238,7 +239,7 @@ audit_events = Table(
     Column("resource_id", String(64), nullable=True),
     Column("subject", Hash, nullable=True),  # HMAC pseudonym of a person, never the person
     Column("details", Json, nullable=False),
-    Index(None, "merchant_id", "seq"),
+    Index(None, "merchant_id", "livemode", "seq"),
 )
 
 audit_leaves = Table(

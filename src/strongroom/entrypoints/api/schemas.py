@@ -138,6 +138,11 @@ class AuditEventOut(BaseModel):
     resource: dict[str, str | None] | None
     subject: str | None = Field(description="HMAC pseudonym of the person concerned, if any.")
     details: dict[str, Any]
+    livemode: bool | None
+    entry: str = Field(
+        description="The exact bytes the tree commits to (canonical JSON of every field): "
+        "check leaf_hash = SHA-256(0x00 || entry) yourself."
+    )
     leaf_index: int | None = Field(description="Position in the Merkle tree; null until sequenced.")
     leaf_hash: str | None = Field(description="SHA-256(0x00 || entry), lowercase hex.")
 

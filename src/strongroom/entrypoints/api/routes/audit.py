@@ -47,6 +47,8 @@ def _event_out(logged: LoggedEvent) -> AuditEventOut:
         resource=resource,
         subject=e.subject,
         details=e.details,
+        livemode=e.livemode,
+        entry=e.entry().decode(),
         leaf_index=logged.leaf_index,
         leaf_hash=logged.leaf_hash.hex() if logged.leaf_hash is not None else None,
     )
