@@ -9,10 +9,11 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from strongroom.adapters.db import tables as t
-from strongroom.adapters.db.audit_store import event_from_row
+from strongroom.adapters.db.audit_store import AuditStore, TreeHead, event_from_row
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import AuditTag
 from strongroom.domain.merkle import leaf_hash
@@ -282,3 +283,23 @@ async def test_the_cli_exits_non_zero_naming_the_first_bad_entry(
     bad = cli(database_url, "audit", "verify", env={"STRONGROOM_KMS_URL": kms_url})
     assert bad.returncode == 1
     assert "leaf 3 (event aud_" in bad.stdout
+
+
+async def test_a_sequencer_pass_during_verify_is_not_tampering(
+    container: Container, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify reads heads first and leaves later; a pass committing in between must stay
+    invisible to it (one snapshot), not show up as leaves no head covers."""
+    await build_log(container, clock)
+    await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    read_heads = AuditStore.heads
+
+    async def heads_then_a_pass(store: AuditStore) -> list[TreeHead]:
+        heads = await read_heads(store)
+        assert await container.sequencer.run_once() == 1  # commits leaf 12 and head 13
+        return heads
+
+    monkeypatch.setattr(AuditStore, "heads", heads_then_a_pass)
+    report = await verify(container)
+    assert report.ok, report.problem
+    assert report.entries == 12

@@ -48,7 +48,9 @@ async def verify_log(
 ) -> VerifyReport:
     """Check the whole log. `progress(done, total)` is called as leaves are checked."""
     report = VerifyReport()
-    async with uow.reading() as repo:
+    # One snapshot throughout: a sequencer pass committing mid-check must not look like leaves
+    # that no head covers.
+    async with uow.snapshot() as repo:
         store = AuditStore(repo.conn)
         keys, problem = await _trusted_keys(store, envelope)
         heads = await store.heads()

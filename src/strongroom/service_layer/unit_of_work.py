@@ -45,3 +45,19 @@ class UnitOfWork:
                 yield Repository(conn)
             finally:
                 await conn.rollback()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Repository]:
+        """A read-only transaction that sees one snapshot however many statements it runs:
+        REPEATABLE READ on PostgreSQL (whose default, READ COMMITTED, sees each statement's own
+        moment); SQLite's read transactions already work this way."""
+        async with self.engines.read.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            await conn.begin()
+            try:
+                yield Repository(conn)
+            finally:
+                await conn.rollback()
