@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from strongroom.adapters.db import tables as t
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import AuditTag, tree_head_message
+from strongroom.entrypoints import worker
 from strongroom.service_layer.audit_sequencer import Sequencer
 from strongroom.service_layer.merchants import KeyKind
 from tests import rfc9162
@@ -342,3 +343,16 @@ async def test_postgres_refuses_changes_to_the_audit_tables(container: Container
             with pytest.raises(Exception, match="append-only"):
                 await conn.execute(text(statement))
             await conn.rollback()
+
+
+async def test_a_failing_worker_loop_does_not_stop_the_sequencer(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def gateway_down(limit: int = 100) -> int:
+        raise ConnectionError("gateway unreachable")
+
+    monkeypatch.setattr(container.payments, "recover", gateway_down)
+    await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    done = await worker.run_once(container)
+    assert "recovered" not in done
+    assert done["sequenced"] == 1

@@ -17,7 +17,8 @@ from strongroom.adapters.db.audit_store import AuditStore, TreeHead, event_from_
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import AuditTag
 from strongroom.domain.merkle import leaf_hash
-from strongroom.service_layer.audit_verify import VerifyReport, verify_log
+from strongroom.service_layer.audit_sequencer import AuditLogDamaged, Sequencer
+from strongroom.service_layer.audit_verify import KnownHead, VerifyReport, verify_log
 from tests.integration.test_cli import cli
 from tests.support import FakeClock
 
@@ -56,6 +57,20 @@ async def tamper(container: Container, *statements: str | None, **params: Any) -
             if statement is not None:
                 await conn.execute(text(statement), params)
         await conn.commit()
+
+
+async def head_root(container: Container, size: int) -> str:
+    """Tree head `size`'s root hash, as a client would have saved it."""
+    async with container.engines.read.connect() as conn:
+        return str(
+            (
+                await conn.execute(
+                    select(t.audit_tree_heads.c.root_hash).where(
+                        t.audit_tree_heads.c.tree_size == size
+                    )
+                )
+            ).scalar_one()
+        )
 
 
 async def leaf_row(container: Container, index: int) -> Any:
@@ -201,9 +216,11 @@ async def test_inserting_a_row_is_detected(container: Container, clock: FakeCloc
     assert report.problem.startswith("tree head 6: root hash does not match")
 
 
-async def test_a_backdated_event_outside_the_tree_is_detected(
+async def test_a_backdated_event_slipped_below_the_tree_is_detected(
     container: Container, clock: FakeClock
 ) -> None:
+    """A row inserted with a sequence number below events already in the tree, dated long
+    before a later signed head: no transaction of Strongroom's commits that late."""
     await build_log(container, clock)
     clock.advance(minutes=10)
     await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
@@ -211,8 +228,8 @@ async def test_a_backdated_event_outside_the_tree_is_detected(
     row = container.audit.event(AuditTag.API_KEY_REVOKE)
     await tamper(
         container,
-        "INSERT INTO audit_events (id, occurred_at, actor_type, event_type, outcome, details)"
-        " VALUES (:id, :at, 'system', :type, 'success', '{}')",
+        "INSERT INTO audit_events (seq, id, occurred_at, actor_type, event_type, outcome,"
+        " details) VALUES (0, :id, :at, 'system', :type, 'success', '{}')",
         id=row.id,
         at=_db_time(container, clock, minutes=-9),
         type=str(row.event_type),
@@ -273,14 +290,25 @@ async def test_the_cli_exits_non_zero_naming_the_first_bad_entry(
     database_url: str, container: Container, clock: FakeClock, kms_url: str
 ) -> None:
     await build_log(container, clock)
-    good = cli(database_url, "audit", "verify", "--json", env={"STRONGROOM_KMS_URL": kms_url})
+    env = {"STRONGROOM_KMS_URL": kms_url}
+    good = cli(database_url, "audit", "verify", "--json", env=env)
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["entries"] == 12
+    head = await head_root(container, 12)
+    anchored = cli(
+        database_url, "audit", "verify", "--tree-size", "12", "--root-hash", head, env=env
+    )
+    assert anchored.returncode == 0, anchored.stdout
+    wrong = cli(
+        database_url, "audit", "verify", "--tree-size", "12", "--root-hash", "ab" * 32, env=env
+    )
+    assert wrong.returncode == 1
+    assert "tree head 12: its root is not the one saved earlier" in wrong.stdout
     leaf = await leaf_row(container, 3)
     await tamper(
         container, "UPDATE audit_events SET resource_id = 'x' WHERE seq = :s", s=leaf.event_seq
     )
-    bad = cli(database_url, "audit", "verify", env={"STRONGROOM_KMS_URL": kms_url})
+    bad = cli(database_url, "audit", "verify", env=env)
     assert bad.returncode == 1
     assert "leaf 3 (event aud_" in bad.stdout
 
@@ -303,3 +331,67 @@ async def test_a_sequencer_pass_during_verify_is_not_tampering(
     report = await verify(container)
     assert report.ok, report.problem
     assert report.entries == 12
+
+
+async def test_a_sequencer_backlog_is_not_tampering(container: Container, clock: FakeClock) -> None:
+    """After a worker outage the sequencer catches up oldest first; events still waiting are
+    older than the newest head, and that is fine."""
+    await build_log(container, clock)
+    for _ in range(5):
+        await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    clock.advance(minutes=10)
+    slow = Sequencer(container.uow, container.clock, container.sequencer.keys, batch=2)
+    assert await slow.run_once() == 2
+    report = await verify(container)
+    assert report.ok, report.problem
+    assert report.pending == 3
+
+
+async def test_an_edited_tree_node_is_detected_and_never_signed_over(
+    container: Container, clock: FakeClock
+) -> None:
+    await build_log(container, clock)  # 12 leaves: the root folds nodes 3/0 and 2/2
+    await tamper(
+        container, "UPDATE audit_nodes SET hash = :h WHERE level = 2 AND idx = 2", h="00" * 32
+    )
+    report = await verify(container)
+    assert report.problem == "tree node 2/2: does not hash its two children (edited?)"
+
+    await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    restarted = Sequencer(container.uow, container.clock, container.sequencer.keys)
+    with pytest.raises(AuditLogDamaged, match="do not give tree head 12's root"):
+        await restarted.run_once()
+
+
+async def test_a_log_cut_back_is_caught_by_a_saved_head_and_by_the_sequencer(
+    container: Container, clock: FakeClock
+) -> None:
+    """Removing the newest entries, their nodes and heads leaves an older log that is
+    consistent in itself; only a head saved earlier (or the running sequencer) shows it."""
+    await build_log(container, clock)
+    async with container.engines.read.connect() as conn:
+        saved = (
+            await conn.execute(
+                select(t.audit_tree_heads).where(t.audit_tree_heads.c.tree_size == 12)
+            )
+        ).one()
+        nodes = list(await conn.execute(select(t.audit_nodes.c.level, t.audit_nodes.c.idx)))
+        doomed = [(await leaf_row(container, i)).event_seq for i in range(9, 12)]
+    beyond = [(lv, ix) for lv, ix in nodes if (ix + 1) << lv > 9]
+    statements: list[str | None] = [
+        "DELETE FROM audit_tree_heads WHERE tree_size > 9",
+        "DELETE FROM audit_leaves WHERE leaf_index >= 9",
+        *(f"DELETE FROM audit_nodes WHERE level = {lv} AND idx = {ix}" for lv, ix in beyond),  # noqa: S608 - ints
+        *(f"DELETE FROM audit_events WHERE seq = {seq}" for seq in doomed),  # noqa: S608 - ints
+    ]
+    await tamper(container, *statements)
+
+    alone = await verify(container)
+    assert alone.ok, alone.problem  # the cut-back log is consistent in itself
+    known = KnownHead(12, bytes.fromhex(saved.root_hash))
+    anchored = await verify_log(container.uow, container.envelope, known=known)
+    assert anchored.problem == "tree head 12: gone from the log (cut back to an older state?)"
+
+    await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    with pytest.raises(AuditLogDamaged, match="cut back"):
+        await container.sequencer.run_once()  # it signed head 12 itself

@@ -332,13 +332,31 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--tree-size",
+    type=click.IntRange(min=1),
+    help="With --root-hash: a tree head you saved earlier, which the log must still contain.",
+)
+@click.option("--root-hash", help="That head's root hash (hex).")
 @json_option
-def audit_verify(as_json: bool) -> None:
+def audit_verify(tree_size: int | None, root_hash: str | None, as_json: bool) -> None:
     """Recompute the audit tree from its rows and check every signed tree head. Exits 1 naming
-    the first bad entry."""
+    the first bad entry.
+
+    The log alone cannot show it was not cut back to an older state that is consistent in
+    itself: pass a head saved earlier (GET /v1/audit/tree_heads/latest) to rule that out."""
     from rich.progress import Progress
 
-    from strongroom.service_layer.audit_verify import VerifyReport, verify_log
+    from strongroom.service_layer.audit_verify import KnownHead, VerifyReport, verify_log
+
+    if (tree_size is None) != (root_hash is None):
+        raise click.UsageError("--tree-size and --root-hash go together.")
+    known = None
+    if tree_size is not None and root_hash is not None:
+        try:
+            known = KnownHead(tree_size, bytes.fromhex(root_hash))
+        except ValueError as exc:
+            raise click.BadParameter("not hex", param_hint="--root-hash") from exc
 
     started = time.perf_counter()
     with Progress(transient=True, disable=as_json) as bar:
@@ -347,7 +365,7 @@ def audit_verify(as_json: bool) -> None:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report: VerifyReport = _run(lambda c: verify_log(c.uow, c.envelope, progress))
+        report: VerifyReport = _run(lambda c: verify_log(c.uow, c.envelope, progress, known=known))
     seconds = time.perf_counter() - started
     rate = report.entries / seconds if seconds > 0 else 0.0
     data = {

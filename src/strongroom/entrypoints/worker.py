@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
@@ -17,23 +18,31 @@ log = structlog.get_logger(__name__)
 
 
 async def run_once(container: Container) -> dict[str, int]:
+    """One pass of every loop, each on its own: one that fails (logged) does not hold up the
+    others, so a gateway outage never stops the audit log being sealed. Returns how much each
+    loop that succeeded did."""
     settings = container.settings
-    recovered = await container.payments.recover()
-    sequenced = await container.sequencer.run_once()
-    pruned = await prune_idempotency_keys(
-        container.uow,
-        container.clock,
-        timedelta(hours=settings.idempotency_retention_hours),
-    )
-    return {"recovered": recovered, "sequenced": sequenced, "pruned": pruned}
+    loops: dict[str, Callable[[], Awaitable[int]]] = {
+        "recovered": container.payments.recover,
+        "sequenced": container.sequencer.run_once,
+        "pruned": lambda: prune_idempotency_keys(
+            container.uow,
+            container.clock,
+            timedelta(hours=settings.idempotency_retention_hours),
+        ),
+    }
+    done: dict[str, int] = {}
+    for name, loop in loops.items():
+        try:
+            done[name] = await loop()
+        except Exception:
+            log.exception("worker loop failed", loop=name)
+    return done
 
 
 async def run_forever(container: Container, stop: asyncio.Event) -> None:
     interval = container.settings.worker_interval_seconds
     while not stop.is_set():
-        try:
-            await run_once(container)
-        except Exception:  # a bad pass must not kill the loop; the next pass retries
-            log.exception("worker pass failed")
+        await run_once(container)  # logs its own failures; the next pass retries
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -26,6 +26,11 @@ from strongroom.service_layer.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 
+class AuditLogDamaged(RuntimeError):
+    """The stored tree disagrees with its own signed heads. The sequencer stops signing rather
+    than sign over damage; `strongroom audit verify` names what is wrong."""
+
+
 def signing_key_binding(key_id: str) -> Binding:
     return Binding(
         table=t.audit_signing_keys.name, column="private_key", row_id=key_id, merchant_id=""
@@ -99,6 +104,7 @@ class Sequencer:
         self.sweep_every = sweep_every
         self._passes = 0
         self._frontier: merkle.Frontier | None = None
+        self._signed_size = 0  # the largest head this process has seen: heads never shrink
 
     async def run_once(self) -> int:
         """Integrate pending events; returns how many. A pass that loses a race with another
@@ -125,9 +131,13 @@ class Sequencer:
             store = AuditStore(tx.repo.conn)
             head = await store.latest_head(for_update=True)
             size = head.tree_size if head is not None else 0
+            if size < self._signed_size:
+                raise AuditLogDamaged(
+                    f"the latest signed tree head has size {size}, but this process saw "
+                    f"{self._signed_size}: the log was cut back"
+                )
             if frontier is None or frontier.size != size:
-                nodes = await store.nodes(merkle.root_nodes(size))
-                frontier = merkle.Frontier.from_nodes(size, lambda lv, ix: nodes[(lv, ix)])
+                frontier = await self._frontier_at(store, head)
             floor = 0 if sweep else max(0, await store.max_integrated_seq() - self.lookback)
             pending = await store.pending(after_seq=floor, limit=self.batch)
             if not pending:
@@ -150,4 +160,19 @@ class Sequencer:
             signature = key.sign(tree_head_message(frontier.size, timestamp_ms, root))
             await store.add_head(TreeHead(frontier.size, root, timestamp_ms, key_id, signature))
             await tx.commit()
+        self._signed_size = frontier.size
         return len(pending), frontier
+
+    @staticmethod
+    async def _frontier_at(store: AuditStore, head: TreeHead | None) -> merkle.Frontier:
+        """The tree's right edge, rebuilt from stored nodes and checked against the signed
+        root, so damage to the nodes is never carried into the next head."""
+        size = head.tree_size if head is not None else 0
+        wanted = merkle.root_nodes(size)
+        nodes = await store.nodes(wanted)
+        if len(nodes) != len(wanted):
+            raise AuditLogDamaged(f"tree nodes for size {size} are missing")
+        frontier = merkle.Frontier.from_nodes(size, lambda lv, ix: nodes[(lv, ix)])
+        if head is not None and frontier.root() != head.root_hash:
+            raise AuditLogDamaged(f"the stored tree nodes do not give tree head {size}'s root")
+        return frontier

@@ -43,8 +43,21 @@ class VerifyReport:
         return self.problem is None
 
 
+@dataclass(frozen=True)
+class KnownHead:
+    """A tree head saved earlier outside the database (e.g. from GET /v1/audit/tree_heads/latest):
+    the anchor that shows the log was not cut back to an older, self-consistent state."""
+
+    tree_size: int
+    root_hash: bytes
+
+
 async def verify_log(
-    uow: UnitOfWork, envelope: Envelope, progress: Callable[[int, int], None] | None = None
+    uow: UnitOfWork,
+    envelope: Envelope,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    known: KnownHead | None = None,
 ) -> VerifyReport:
     """Check the whole log. `progress(done, total)` is called as leaves are checked."""
     report = VerifyReport()
@@ -57,8 +70,12 @@ async def verify_log(
         report.tree_heads = len(heads)
         if problem is None:
             problem = _check_heads_order(heads)
+        if problem is None and known is not None:
+            problem = _check_known(heads, known)
         if problem is None:
             problem = await _check_leaves(store, heads, keys, report, progress)
+        if problem is None:
+            problem = await _check_nodes(store, report.entries)
         if problem is None and heads:
             problem = await _check_pending(store, heads[-1], report)
     report.problem = problem
@@ -91,6 +108,41 @@ def _check_heads_order(heads: list[TreeHead]) -> str | None:
                 f"{earlier.tree_size}'s"
             )
     return None
+
+
+def _check_known(heads: list[TreeHead], known: KnownHead) -> str | None:
+    match = next((h for h in heads if h.tree_size == known.tree_size), None)
+    if match is None:
+        return f"tree head {known.tree_size}: gone from the log (cut back to an older state?)"
+    if match.root_hash != known.root_hash:
+        return f"tree head {known.tree_size}: its root is not the one saved earlier"
+    return None
+
+
+async def _check_nodes(store: AuditStore, size: int) -> str | None:
+    """Every stored complete-subtree hash is the hash of its two children, none is missing and
+    none is extra. Proofs and the sequencer's restarts are built from these rows, so one bad
+    row would hand out proofs that fail, or get signed into every later head. Level 0 (the
+    leaf hashes) was checked against the entries already."""
+    level = 1
+    while True:
+        expected = size >> level
+        children = store.level_hashes(level - 1)
+        index = 0
+        async for idx, stored in store.level_hashes(level):
+            if idx != index:
+                return f"tree node {level}/{index}: missing"
+            if idx >= expected:
+                return f"tree node {level}/{idx}: beyond the tree (inserted?)"
+            (_, left), (_, right) = await anext(children), await anext(children)
+            if merkle.node_hash(left, right) != stored:
+                return f"tree node {level}/{idx}: does not hash its two children (edited?)"
+            index += 1
+        if index != expected:
+            return f"tree node {level}/{index}: missing"
+        if expected == 0:
+            return None
+        level += 1
 
 
 def _check_head(
@@ -157,8 +209,13 @@ async def _check_leaves(
 
 
 async def _check_pending(store: AuditStore, latest: TreeHead, report: VerifyReport) -> str | None:
+    """An event outside the tree is normal while the sequencer catches up, oldest first. One
+    below events already in the tree, and older than a later signed head by more than the
+    grace, was not written by a transaction of Strongroom's (those commit in milliseconds)."""
     signed_at = datetime.fromtimestamp(latest.timestamp_ms / 1000, UTC)
-    stale = await store.pending_before(signed_at - PENDING_GRACE, limit=1)
+    stale = await store.pending_before(
+        signed_at - PENDING_GRACE, below_seq=await store.max_integrated_seq(), limit=1
+    )
     if stale:
         event = stale[0]
         return (

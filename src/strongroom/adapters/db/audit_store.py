@@ -138,11 +138,14 @@ class AuditStore:
         )
         return [(r.seq, event_from_row(r)) for r in rows]
 
-    async def pending_before(self, moment: datetime, *, limit: int) -> list[AuditEvent]:
+    async def pending_before(
+        self, moment: datetime, *, below_seq: int, limit: int
+    ) -> list[AuditEvent]:
+        """Events outside the tree that occurred before `moment` and sit below `below_seq`."""
         rows = await self.conn.execute(
             select(_ev)
             .select_from(_ev.outerjoin(_lv, _lv.c.event_seq == _ev.c.seq))
-            .where(_lv.c.leaf_index.is_(None), _ev.c.occurred_at < moment)
+            .where(_lv.c.leaf_index.is_(None), _ev.c.occurred_at < moment, _ev.c.seq < below_seq)
             .order_by(_ev.c.seq)
             .limit(limit)
         )
@@ -205,6 +208,34 @@ class AuditStore:
             if len(rows) < batch:
                 return
             start = rows[-1].leaf_index + 1
+
+    async def level_hashes(
+        self, level: int, *, batch: int = 10_000
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """(index, hash) of every stored node of `level` in index order (level 0: the leaves),
+        in keyset batches."""
+        if level == 0:
+            query = (
+                select(_lv.c.leaf_index.label("idx"), _lv.c.leaf_hash.label("hash"))
+                .where(_lv.c.leaf_index >= bindparam("start"))
+                .order_by(_lv.c.leaf_index)
+                .limit(batch)
+            )
+        else:
+            query = (
+                select(_nd.c.idx, _nd.c.hash)
+                .where(_nd.c.level == level, _nd.c.idx >= bindparam("start"))
+                .order_by(_nd.c.idx)
+                .limit(batch)
+            )
+        start = 0
+        while True:
+            rows = (await self.conn.execute(query, {"start": start})).all()
+            for row in rows:
+                yield row.idx, bytes.fromhex(row.hash)
+            if len(rows) < batch:
+                return
+            start = rows[-1].idx + 1
 
     # --- tree heads -----------------------------------------------------------------------------
     async def latest_head(self, *, for_update: bool = False) -> TreeHead | None:
