@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from sqlalchemy import Column, MetaData, String, Table, Text, select, type_coerc
 
 from strongroom.adapters.db import tables as t
 from strongroom.adapters.db.types import Sealed
-from strongroom.adapters.kms.envelope import Binding, Envelope
+from strongroom.adapters.kms.envelope import Binding, DecryptionFailed, Envelope
+from strongroom.adapters.kms.local import LocalKeyring
 from strongroom.adapters.kms.port import (
     DataKey,
     Keyring,
@@ -31,7 +34,9 @@ from strongroom.adapters.kms.port import (
 from strongroom.adapters.kms.sealed import SealedValue
 from strongroom.bootstrap import Container
 from strongroom.service_layer.keyring import (
+    RETIRE_GRACE,
     KeyRotation,
+    KeyUsage,
     RotationProgress,
     sealed_columns,
 )
@@ -112,6 +117,26 @@ def versions_of(texts: Mapping[str, str]) -> dict[str, str]:
     return {row_id: SealedValue.decode(text).key_version for row_id, text in texts.items()}
 
 
+def real_time() -> FakeClock:
+    """A movable clock starting at the real time: key versions carry real creation times."""
+    return FakeClock(datetime.now(UTC))
+
+
+async def keyring_events(container: Container) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event type, outcome, details) of every keyring event, in log order."""
+    events = t.audit_events
+    async with container.engines.read.connect() as conn:
+        recorded = await conn.execute(
+            select(events.c.event_type, events.c.outcome, events.c.details)
+            .where(events.c.event_type.like("cli:keyring:%"))
+            .order_by(events.c.seq)
+        )
+        return [(row[0], row[1], dict(row[2])) for row in recorded]
+
+
+ROTATE, RETIRE = "cli:keyring:rotate", "cli:keyring:retire"
+
+
 @pytest.mark.parametrize("kms_url", ["local", "aws-kms"], indirect=True)
 async def test_rotation_rewraps_every_value_and_all_still_decrypt(
     container: Container, clock: FakeClock
@@ -144,7 +169,12 @@ async def test_rotation_rewraps_every_value_and_all_still_decrypt(
         ("1", False, True, 0),
         ("2", True, True, 7),
     ]
-    await KeyRotation(container.uow, container.envelope, audit=container.audit).retire("1")
+    now = real_time()
+    retirement = KeyRotation(container.uow, container.envelope, audit=container.audit, clock=now)
+    with pytest.raises(KeyVersionInUse, match="replaced by version 2 only"):
+        await retirement.retire("1")
+    now.advance(seconds=RETIRE_GRACE.total_seconds())
+    await retirement.retire("1")
     await assert_all_open(container, secrets)
 
 
@@ -181,7 +211,10 @@ async def test_retire_refuses_a_version_in_use_and_the_current_one(
     container: Container, clock: FakeClock
 ) -> None:
     secrets = await insert_secrets(container, clock, 5)
-    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, batch_size=2)
+    now = real_time()
+    rotation = KeyRotation(
+        container.uow, container.envelope, audit=container.audit, batch_size=2, clock=now
+    )
     with pytest.raises(KeyVersionInUse, match="key version 1 is the current version"):
         await rotation.retire("1")
 
@@ -195,6 +228,7 @@ async def test_retire_refuses_a_version_in_use_and_the_current_one(
     await assert_all_open(container, secrets)  # the refusal destroyed nothing
 
     await rotation.rotate(resume=True)
+    now.current = datetime.now(UTC) + RETIRE_GRACE  # version 2 has been current long enough
     await rotation.retire("1")
     await assert_all_open(container, secrets)
     with pytest.raises(KeyVersionInUse, match="current version"):
@@ -204,24 +238,169 @@ async def test_retire_refuses_a_version_in_use_and_the_current_one(
     with pytest.raises(UnknownKeyVersion):
         await rotation.retire("7")
 
-    async with container.engines.read.connect() as conn:
-        recorded = (
-            await conn.execute(
-                select(t.audit_events.c.event_type, t.audit_events.c.outcome)
-                .where(t.audit_events.c.event_type.like("cli:keyring:%"))
-                .order_by(t.audit_events.c.seq)
-            )
-        ).all()
-    retire, rotate = "cli:keyring:retire", "cli:keyring:rotate"
-    assert [tuple(r) for r in recorded] == [
-        (retire, "failure"),
-        (retire, "failure"),
-        (rotate, "success"),
-        (retire, "success"),
-        (retire, "failure"),
-        (retire, "failure"),
-        (retire, "failure"),
+    recorded = await keyring_events(container)
+    assert [(kind, outcome, details.get("phase")) for kind, outcome, details in recorded] == [
+        (RETIRE, "failure", None),  # a refusal is one failure event
+        (RETIRE, "failure", None),
+        (ROTATE, "success", "started"),
+        (ROTATE, "success", "finished"),
+        (RETIRE, "success", "requested"),  # before the key is destroyed
+        (RETIRE, "success", "finished"),
+        (RETIRE, "failure", None),
+        (RETIRE, "failure", None),
+        (RETIRE, "failure", None),
     ]
+    assert recorded[2][2] == {"phase": "started", "version": "2", "resume": True}
+    assert recorded[4][2] == {"phase": "requested", "version": "1"}
+    assert recorded[5][2] == {"phase": "finished", "version": "1"}
+    assert "still used by 5 stored value(s)" in recorded[1][2]["why"]
+
+
+@pytest.mark.parametrize("kms_url", ["local", "aws-kms"], indirect=True)
+async def test_retire_waits_until_the_next_version_has_been_current_for_the_grace_period(
+    container: Container, clock: FakeClock
+) -> None:
+    """Right after a rotation a server may still seal under the old version (AWS caches the
+    current version; a value is sealed before its transaction commits): no retiring yet."""
+    secrets = await insert_secrets(container, clock, 3)
+    kept = await container.envelope.seal(b"kept", binding("ask_x"))  # under version 1
+    await KeyRotation(container.uow, container.envelope, audit=container.audit).rotate()
+    replaced_at = (await container.keyring.versions())[1].created_at
+    assert replaced_at.tzinfo is not None
+    assert abs(datetime.now(UTC) - replaced_at) < timedelta(minutes=1)
+    now = FakeClock(replaced_at + timedelta(minutes=4, seconds=30))
+    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, clock=now)
+
+    with pytest.raises(
+        KeyVersionInUse,
+        match=r"key version 1 was replaced by version 2 only 4m 30s ago; .* "
+        r"for up to 5m after a rotation\. Wait 30s",
+    ):
+        await rotation.retire("1")
+    now.advance(seconds=29)
+    with pytest.raises(KeyVersionInUse, match="Wait 1s"):
+        await rotation.retire("1")
+    assert [v.version for v in await container.keyring.versions()] == ["1", "2"]
+    assert await container.envelope.open(kept, binding("ask_x")) == b"kept"  # still there
+
+    now.advance(seconds=1)
+    await rotation.retire("1")
+    assert [v.version for v in await container.keyring.versions()] == ["2"]
+    await assert_all_open(container, secrets)
+    with pytest.raises(DecryptionFailed, match="key version 1 is retired"):
+        await container.envelope.open(kept, binding("ask_x"))
+    refusals = [
+        d["why"] for _, outcome, d in await keyring_events(container) if outcome == "failure"
+    ]
+    assert len(refusals) == 2
+    assert "Wait 30s" in refusals[0]
+
+
+class LateCommit(KeyRotation):
+    """Lets a value sealed under the old version commit right after retire's first usage scan,
+    as a server that sealed it before the rotation (or under a cached version) would."""
+
+    late: Callable[[], Awaitable[None]] | None = None
+
+    async def usage(self) -> KeyUsage:
+        found = await super().usage()
+        if self.late is not None:
+            late, self.late = self.late, None
+            await late()
+        return found
+
+
+async def test_retire_scans_again_just_before_destroying_the_key(
+    container: Container, clock: FakeClock
+) -> None:
+    await insert_secrets(container, clock, 2)
+    straggler = os.urandom(32)
+    sealed_early = await container.envelope.seal(straggler, binding("ask_late"))  # version 1
+    now = FakeClock()
+    rotation = LateCommit(container.uow, container.envelope, audit=container.audit, clock=now)
+    await rotation.rotate()
+    now.current = datetime.now(UTC) + RETIRE_GRACE
+
+    async def commit_straggler() -> None:
+        async with container.uow.transaction() as tx:
+            await tx.repo.conn.execute(
+                KEYS.insert().values(
+                    id="ask_late",
+                    public_key="0" * 64,
+                    private_key=sealed_early,
+                    created_at=clock.now(),
+                )
+            )
+            await tx.commit()
+
+    rotation.late = commit_straggler
+    with pytest.raises(KeyVersionInUse, match=r"key version 1 is still used by 1 stored value"):
+        await rotation.retire("1")
+    assert [v.version for v in await container.keyring.versions()] == ["1", "2"]
+    assert (
+        await container.envelope.open((await stored(container))["ask_late"], binding("ask_late"))
+        == straggler
+    )
+    assert [(k, o, d.get("phase")) for k, o, d in await keyring_events(container)][-1] == (
+        RETIRE,
+        "failure",
+        None,
+    )
+
+
+async def test_a_retirement_that_fails_while_destroying_is_audited_before_and_after(
+    container: Container, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await insert_secrets(container, clock, 2)
+    now = FakeClock()
+    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, clock=now)
+    await rotation.rotate()
+    now.current = datetime.now(UTC) + RETIRE_GRACE
+    seen: list[list[str | None]] = []
+
+    async def kms_down(version: str) -> None:
+        seen.append([d.get("phase") for _, _, d in await keyring_events(container)])
+        raise KeyringError("AWS KMS is unreachable or misconfigured: timeout")
+
+    monkeypatch.setattr(container.keyring, "retire_version", kms_down)
+    with pytest.raises(KeyringError, match="unreachable"):
+        await rotation.retire("1")
+
+    assert seen == [["started", "finished", "requested"]]  # recorded before destroying
+    assert (await keyring_events(container))[-2:] == [
+        (RETIRE, "success", {"phase": "requested", "version": "1"}),
+        (
+            RETIRE,
+            "failure",
+            {
+                "phase": "finished",
+                "version": "1",
+                "why": "AWS KMS is unreachable or misconfigured: timeout",
+            },
+        ),
+    ]
+
+
+async def test_an_interrupted_rotation_leaves_its_started_event(
+    container: Container, clock: FakeClock
+) -> None:
+    await insert_secrets(container, clock, 4)
+    rotation = KeyRotation(container.uow, container.envelope, audit=container.audit, batch_size=2)
+
+    def crash(step: RotationProgress) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        await rotation.rotate(progress=crash)
+
+    assert [v.version for v in await container.keyring.versions()] == ["1", "2"]
+    assert await keyring_events(container) == [
+        (ROTATE, "success", {"phase": "started", "version": "2", "resume": False})
+    ]
+    await rotation.rotate(resume=True)
+    (_, _, started), (_, outcome, finished) = (await keyring_events(container))[1:]
+    assert started == {"phase": "started", "version": "2", "resume": True}
+    assert (outcome, finished["phase"], finished["rewrapped"]) == ("success", "finished", 2)
 
 
 class WriterDuringRotation:
@@ -387,6 +566,14 @@ async def test_keys_commands(
         "changed_concurrently": 0,
         "unreadable": [],
     }
+    refused = cli(database_url, "keys", "retire", "1", env=env)  # version 2 is brand new
+    assert refused.returncode != 0
+    assert "key version 1 was replaced by version 2 only" in refused.stderr
+    assert re.search(r"Wait (5m|4m \d+s)", refused.stderr)  # the real clock moved a little
+    keyring = container.keyring
+    assert isinstance(keyring, LocalKeyring)
+    made = (keyring.directory / "2.key").stat().st_mtime - RETIRE_GRACE.total_seconds()
+    os.utime(keyring.directory / "2.key", (made, made))  # as if rotated 5 minutes ago
     retired = _cli_json(database_url, kms_url, "keys", "retire", "1")
     assert retired == {"version": "1", "retired": True}
 

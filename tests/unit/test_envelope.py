@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from strongroom.adapters.kms.port import (
     keyring_from_url,
 )
 from strongroom.adapters.kms.sealed import SealedValue
-from tests.kms_support import make_keyring, moto_kms_server
+from tests.kms_support import REGION, make_keyring, moto_kms_server
 
 SECRET = b"whsec_0123456789abcdef-a gateway credential"
 HOME = Binding("audit_signing_keys", "private_key", "ask_1")
@@ -204,6 +205,28 @@ async def test_retiring_a_version_makes_its_values_fail(envelope: Envelope) -> N
     assert await keyring.create_version() == "3"
 
 
+async def test_versions_carry_when_they_were_made(envelope: Envelope) -> None:
+    """The creation time is what retiring the version before it waits on, so it must be
+    real, timezone-aware, no earlier than the version became current, and stable."""
+    keyring = envelope.keyring
+    slack = timedelta(seconds=2)  # file system and KMS timestamps are coarser than ours
+    before = datetime.now(UTC)
+    await keyring.current_version()
+    between = datetime.now(UTC)
+    await keyring.create_version()
+    after = datetime.now(UTC)
+
+    first, second = await keyring.versions()
+    assert (first.version, first.current, second.version, second.current) == ("1", False, "2", True)
+    for made in (first.created_at, second.created_at):
+        assert made.utcoffset() == timedelta(0)
+    assert before - slack <= first.created_at <= between + slack
+    assert between - slack <= second.created_at <= after + slack
+    assert first.created_at <= second.created_at
+    await envelope.seal(SECRET, HOME)  # using a version does not move its creation time
+    assert await keyring.versions() == [first, second]
+
+
 async def test_errors_name_the_row_but_never_key_material(envelope: Envelope) -> None:
     sealed = await envelope.seal(SECRET, TENANT)
     data_key = await envelope.keyring.unwrap(sealed.wrapped_key, "1", TENANT.context())
@@ -266,6 +289,56 @@ async def test_retiring_destroys_the_local_key_file(tmp_path: Path) -> None:
     await keyring.create_version()
     await keyring.retire_version("1")
     assert sorted(os.listdir(tmp_path)) == ["2.key"]
+
+
+async def test_local_versions_survive_a_file_vanishing_mid_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring = LocalKeyring(tmp_path)
+    await keyring.current_version()
+    await keyring.create_version()
+    await keyring.create_version()
+    listed = keyring._versions()
+    monkeypatch.setattr(keyring, "_versions", lambda: listed)
+    (tmp_path / "2.key").unlink()  # retired by another process after the directory listing
+    assert [(v.version, v.current) for v in await keyring.versions()] == [
+        ("1", False),
+        ("3", True),
+    ]
+
+
+def test_aws_creation_times_come_from_the_alias_listing_when_it_has_them() -> None:
+    """Real AWS lists each alias's CreationDate and LastUpdatedDate (moto does not, so the
+    DescribeKey fallback is what the moto tests cover): the later one counts."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from strongroom.adapters.kms.aws import AwsKmsKeyring
+
+    keyring = AwsKmsKeyring("strongroom", region=REGION)
+    client = boto3.client(
+        "kms", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    made = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    entries = [
+        {"AliasName": "alias/strongroom-v1", "TargetKeyId": "k1", "CreationDate": made},
+        {
+            "AliasName": "alias/strongroom-v2",
+            "TargetKeyId": "k2",
+            "CreationDate": made + timedelta(days=1),
+            "LastUpdatedDate": made + timedelta(days=2),
+        },
+        {"AliasName": "alias/other-v3", "TargetKeyId": "k3", "CreationDate": made},
+    ]
+    with Stubber(client) as stub:
+        stub.add_response("list_aliases", {"Aliases": entries, "Truncated": False})
+        keyring._client = client
+        found = keyring._key_versions()
+        stub.assert_no_pending_responses()  # no DescribeKey was needed
+    assert [(v.version, v.current, v.created_at) for v in found] == [
+        ("1", False, made),
+        ("2", True, made + timedelta(days=2)),
+    ]
 
 
 def test_keyring_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -282,7 +282,8 @@ def keys_rotate(resume: bool, batch_size: int, as_json: bool) -> None:
 @click.argument("version")
 @json_option
 def keys_retire(version: str, as_json: bool) -> None:
-    """Destroy master key VERSION; refused while it is current or any stored value uses it."""
+    """Destroy master key VERSION; refused while it is current, while any stored value uses it,
+    and until the version that replaced it has been current for five minutes."""
     _run(lambda c: _key_rotation(c).retire(version))
     _emit(
         as_json,

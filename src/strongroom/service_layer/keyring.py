@@ -6,6 +6,18 @@ I/O), then written in one short write transaction with conditional UPDATEs
 (`WHERE pk = :pk AND col = :text_we_read`), so a value a concurrent writer replaced meanwhile is
 never overwritten. Re-running with `resume=True` re-wraps whatever is not yet on the current
 version without creating another one, so an interrupted rotation just finishes.
+
+Retirement destroys a version only once nothing can still need it. A value is sealed before
+its transaction commits, and AWS KMS processes cache the current version for 30 s, so right
+after a rotation a server may still seal under the previous version and commit after a usage
+scan. So `retire` refuses until the version that replaced the one retired has been current for
+RETIRE_GRACE, then scans usage again just before destroying the key.
+
+Both operations are audited before they change anything irreversible: a rotation records a
+"started" event as soon as its new version exists and a "finished" one at the end (an
+interrupted rotation leaves the first); a retirement that passed its checks records
+"requested" before destroying the key, then its outcome. A refused retirement records one
+failure event.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -30,6 +43,7 @@ from strongroom.adapters.kms.port import (
 )
 from strongroom.adapters.kms.sealed import MalformedSealedValue, SealedValue
 from strongroom.domain.audit import AuditTag, Outcome
+from strongroom.domain.clock import Clock, SystemClock
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.unit_of_work import UnitOfWork
 
@@ -37,6 +51,10 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_BATCH_SIZE = 200
 MAX_PASSES = 3  # a pass that lost rows to concurrent writers is followed by another
+# How long the version after a retired one must have been current first: well beyond the AWS
+# keyring's 30 s cache of the current version plus the time from sealing a value to committing
+# it, so no value sealed under the retired version can still be on its way into the database.
+RETIRE_GRACE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,7 @@ class KeyRotation:
         audit: AuditLog,
         batch_size: int = DEFAULT_BATCH_SIZE,
         columns: Sequence[SealedColumn] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -161,6 +180,7 @@ class KeyRotation:
         self.keyring = envelope.keyring
         self.batch_size = batch_size
         self.columns = list(columns) if columns is not None else sealed_columns()
+        self.clock: Clock = clock if clock is not None else SystemClock()
 
     async def rotate(
         self,
@@ -180,6 +200,11 @@ class KeyRotation:
         else:
             version, created = await self.keyring.create_version(), True
         log.info("key rotation started", version=version, resume=resume)
+        await self._record(
+            AuditTag.KEYRING_ROTATE,
+            Outcome.SUCCESS,
+            {"phase": "started", "version": version, "resume": resume},
+        )
         summary = RotationSummary(version, created)
         for _ in range(MAX_PASSES):
             summary.changed_concurrently = 0
@@ -200,6 +225,7 @@ class KeyRotation:
             AuditTag.KEYRING_ROTATE,
             Outcome.SUCCESS if complete else Outcome.FAILURE,
             {
+                "phase": "finished",
                 "version": summary.version,
                 "created": summary.created,
                 "rewrapped": summary.rewrapped,
@@ -235,24 +261,47 @@ class KeyRotation:
 
     async def retire(self, version: str) -> None:
         """Destroy master key `version` in the keyring. Raises KeyVersionInUse while it is the
-        current version or any stored value still uses it, UnknownKeyVersion if it is not
-        in the keyring."""
+        current version, while any stored value still uses it, or until the version after it
+        has been current for RETIRE_GRACE; UnknownKeyVersion if it is not in the keyring."""
         try:
-            await self._retire(version)
+            await self._check_retirable(version)
         except KeyringError as exc:
             await self._record(
                 AuditTag.KEYRING_RETIRE, Outcome.FAILURE, {"version": version, "why": exc.message}
             )
             raise
-        await self._record(AuditTag.KEYRING_RETIRE, Outcome.SUCCESS, {"version": version})
+        await self._record(
+            AuditTag.KEYRING_RETIRE, Outcome.SUCCESS, {"phase": "requested", "version": version}
+        )
+        try:
+            await self.keyring.retire_version(version)
+        except Exception as exc:
+            why = exc.message if isinstance(exc, KeyringError) else type(exc).__name__
+            await self._record(
+                AuditTag.KEYRING_RETIRE,
+                Outcome.FAILURE,
+                {"phase": "finished", "version": version, "why": why},
+            )
+            raise
+        log.info("key version retired", version=version)
+        await self._record(
+            AuditTag.KEYRING_RETIRE, Outcome.SUCCESS, {"phase": "finished", "version": version}
+        )
 
     async def _record(self, tag: AuditTag, outcome: Outcome, details: dict[str, object]) -> None:
         await self.audit.record_alone(
             self.audit.event(tag, outcome=outcome, resource=("keyring", "master"), details=details)
         )
 
-    async def _retire(self, version: str) -> None:
-        usage = await self.usage()
+    async def _check_retirable(self, version: str) -> None:
+        """Raises unless `version` may be destroyed now. The second usage scan starts only
+        after the grace period is over, so it sees every value sealed under `version`."""
+        self._refuse_if_used(version, await self.usage())
+        await self._refuse_within_grace(version)
+        self._refuse_if_used(version, await self.usage())
+
+    @staticmethod
+    def _refuse_if_used(version: str, usage: KeyUsage) -> None:
         entry = next((v for v in usage.versions if v.version == version), None)
         if entry is None or not entry.available:
             raise UnknownKeyVersion(
@@ -268,8 +317,30 @@ class KeyRotation:
                 f"key version {version} is still used by {entry.values} stored value(s): "
                 f"{where}; run `strongroom keys rotate --resume` to re-wrap them first"
             )
-        await self.keyring.retire_version(version)
-        log.info("key version retired", version=version)
+
+    async def _refuse_within_grace(self, version: str) -> None:
+        newer = sorted(
+            (
+                v
+                for v in await self.keyring.versions()
+                if version_key(v.version) > version_key(version)
+            ),
+            key=lambda v: version_key(v.version),
+        )
+        if not newer:  # nothing replaced it: it is the current version
+            raise KeyVersionInUse(
+                f"key version {version} is the current version; run `strongroom keys rotate` first"
+            )
+        successor = newer[0]
+        current_for = self.clock.now() - successor.created_at
+        if current_for < RETIRE_GRACE:
+            raise KeyVersionInUse(
+                f"key version {version} was replaced by version {successor.version} only "
+                f"{_duration(current_for)} ago; servers may still be storing values sealed under "
+                f"version {version} for up to {_duration(RETIRE_GRACE)} after a rotation. "
+                f"Wait {_duration(RETIRE_GRACE - current_for, round_up=True)}, run "
+                "`strongroom keys rotate --resume`, then retry"
+            )
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -348,3 +419,13 @@ class KeyRotation:
             last = rows[-1][0]
             if len(rows) < self.batch_size:
                 return
+
+
+def _duration(span: timedelta, *, round_up: bool = False) -> str:
+    """`4m 30s`, `5m`, `0s`: whole seconds, rounded down, or up (for a wait that is enough)."""
+    exact = span.total_seconds()
+    seconds = max(0, -int(-exact // 1) if round_up else int(exact // 1))
+    minutes, seconds = divmod(seconds, 60)
+    if minutes and seconds:
+        return f"{minutes}m {seconds}s"
+    return f"{minutes}m" if minutes else f"{seconds}s"

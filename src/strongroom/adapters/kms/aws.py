@@ -10,6 +10,10 @@ A key pending deletion refuses every cryptographic operation at once, like a dis
 but unlike DisableKey it is also destroyed for good after the window, which is what "retire"
 promises; the window leaves room to cancel if a restored backup still needs the version.
 
+A version's creation time (`KeyVersion.created_at`) is when its alias was made or last
+changed (ListAliases reports both), i.e. when it became current; where the listing lacks those
+dates, the KMS key's CreationDate (DescribeKey), which precedes the alias by a moment.
+
 boto3 is blocking, so every call runs in a worker thread (`asyncio.to_thread`). The current
 version is cached for CACHE_SECONDS to save a ListAliases per seal; after `keys rotate` in
 another process, this one may wrap under the previous version for that long, and a later
@@ -23,6 +27,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
@@ -51,6 +57,12 @@ _DECRYPT_REFUSALS = {"InvalidCiphertextException", "IncorrectKeyException", "Acc
 _RETIRED = {"NotFoundException", "DisabledException", "KMSInvalidStateException"}
 
 
+@dataclass(frozen=True, slots=True)
+class _Alias:
+    key_id: str
+    changed_at: datetime | None  # the later of its CreationDate and LastUpdatedDate, if listed
+
+
 class AwsKmsKeyring:
     def __init__(self, name: str, *, region: str, endpoint_url: str | None = None) -> None:
         name = name.removeprefix("alias/")
@@ -69,8 +81,7 @@ class AwsKmsKeyring:
         return await asyncio.to_thread(self._current_version)
 
     async def versions(self) -> list[KeyVersion]:
-        found = await asyncio.to_thread(self._versions)
-        return [KeyVersion(str(v), v == found[-1]) for v in found]
+        return await asyncio.to_thread(self._key_versions)
 
     async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
         def call() -> DataKey:
@@ -152,23 +163,45 @@ class AwsKmsKeyring:
         except BotoCoreError as exc:
             raise _unreachable(exc) from None
 
-    def _aliases(self) -> dict[int, str]:
-        """version -> target key id, for this keyring's aliases."""
+    def _aliases(self) -> dict[int, _Alias]:
+        """version -> its alias, for this keyring's aliases."""
         pattern = re.compile(re.escape(f"alias/{self.name}-v") + r"([1-9][0-9]*)")
-        found: dict[int, str] = {}
+        found: dict[int, _Alias] = {}
 
         def page_through(kms: KMSClient) -> None:
             for page in kms.get_paginator("list_aliases").paginate():
                 for alias in page.get("Aliases", []):
                     match = pattern.fullmatch(alias.get("AliasName", ""))
                     if match and "TargetKeyId" in alias:
-                        found[int(match.group(1))] = alias["TargetKeyId"]
+                        dates = [
+                            d.astimezone(UTC)
+                            for d in (alias.get("CreationDate"), alias.get("LastUpdatedDate"))
+                            if d is not None
+                        ]
+                        changed_at = max(dates) if dates else None
+                        found[int(match.group(1))] = _Alias(alias["TargetKeyId"], changed_at)
 
         self._call(page_through)
         return found
 
     def _versions(self) -> list[int]:
         return sorted(self._aliases())
+
+    def _key_versions(self) -> list[KeyVersion]:
+        aliases = self._aliases()
+        newest = max(aliases, default=0)
+        return [
+            KeyVersion(str(v), v == newest, self._created_at(v, aliases[v]))
+            for v in sorted(aliases)
+        ]
+
+    def _created_at(self, version: int, alias: _Alias) -> datetime:
+        if alias.changed_at is not None:
+            return alias.changed_at
+        metadata = self._call(lambda kms: kms.describe_key(KeyId=alias.key_id))["KeyMetadata"]
+        if "CreationDate" not in metadata:
+            raise KeyringError(f"AWS KMS gave no creation date for key version {version}")
+        return metadata["CreationDate"].astimezone(UTC)
 
     def _current_version(self) -> str:
         cached = self._current
@@ -216,7 +249,7 @@ class AwsKmsKeyring:
             raise KeyVersionInUse(
                 f"key version {version} is the current version; rotate before retiring it"
             )
-        key_id = aliases[int(version)]
+        key_id = aliases[int(version)].key_id
         try:
             self._client_or_new().schedule_key_deletion(
                 KeyId=key_id, PendingWindowInDays=DELETION_WINDOW_DAYS

@@ -5,6 +5,12 @@ of mode 0700. The current version is the highest one present. Wrapping is AES-25
 master key with the context as associated data, as AWS KMS binds its encryption context.
 Files are read on every use (no cache), so a version retired by another process stops
 decrypting here at once.
+
+A version's creation time (`KeyVersion.created_at`) is its key file's modification time, set
+just after the file is linked into place, i.e. once the version is current. Key files are never
+written again, so it stays put; copies that keep times (`cp -p`, `rsync -a`, `tar`) keep it,
+and a copy that does not only makes versions look newer, which delays retirement, never hastens
+it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import os
 import stat
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -51,8 +58,7 @@ class LocalKeyring:
         return await asyncio.to_thread(self._current_or_first)
 
     async def versions(self) -> list[KeyVersion]:
-        found = await asyncio.to_thread(self._versions)
-        return [KeyVersion(str(v), v == found[-1]) for v in found]
+        return await asyncio.to_thread(self._key_versions)
 
     async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
         plaintext = AESGCM.generate_key(bit_length=256)
@@ -123,6 +129,19 @@ class LocalKeyring:
                 found.append(int(stem))
         return sorted(found)
 
+    def _key_versions(self) -> list[KeyVersion]:
+        made: list[tuple[int, datetime]] = []
+        for version in self._versions():
+            try:
+                info = os.stat(self._path(str(version)), follow_symlinks=False)
+            except FileNotFoundError:  # retired by another process meanwhile
+                continue
+            made.append((version, datetime.fromtimestamp(info.st_mtime, UTC)))
+        return [
+            KeyVersion(str(version), i == len(made) - 1, created_at)
+            for i, (version, created_at) in enumerate(made)
+        ]
+
     def _current_or_first(self) -> str:
         found = self._versions()
         return str(found[-1]) if found else self._create_version()
@@ -168,6 +187,9 @@ class LocalKeyring:
                     os.link(temporary, self._path(version))
                 except FileExistsError:
                     continue
+                # The file was written just before; stamp the moment it became current.
+                with contextlib.suppress(OSError):
+                    os.utime(temporary)
                 self._fsync_directory()
                 return version
         finally:

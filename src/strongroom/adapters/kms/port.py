@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -59,6 +60,10 @@ class DataKey:
 class KeyVersion:
     version: str
     current: bool
+    # When the version was made, which is when it became current (timezone-aware). Retiring
+    # the version before it waits until this is long enough ago that no process can still be
+    # sealing under the older one (see strongroom.service_layer.keyring.RETIRE_GRACE).
+    created_at: datetime
 
 
 class Keyring(Protocol):
@@ -70,7 +75,8 @@ class Keyring(Protocol):
         ...
 
     async def versions(self) -> list[KeyVersion]:
-        """The live (not retired) versions, oldest first; creates nothing."""
+        """The live (not retired) versions, oldest first, each with its creation time;
+        creates nothing."""
         ...
 
     async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
