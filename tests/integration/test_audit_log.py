@@ -356,3 +356,26 @@ async def test_a_failing_worker_loop_does_not_stop_the_sequencer(
     done = await worker.run_once(container)
     assert "recovered" not in done
     assert done["sequenced"] == 1
+
+
+async def test_the_gateways_answer_is_recorded_with_its_outcome(
+    container: Container, client: httpx.AsyncClient
+) -> None:
+    """The request's event says what was asked; a second event, written where the answer is
+    applied, says what came of it: a decline is a failure."""
+    paid = (await client.post("/v1/payment_intents", json=PAY)).json()
+    declined = await client.post(
+        "/v1/payment_intents", json={**PAY, "payment_method": "tok_chargeDeclined"}
+    )
+    assert declined.status_code == 402
+    refund = (await client.post("/v1/refunds", json={"payment_intent": paid["id"]})).json()
+
+    results = [r for r in await audit_rows(container) if r.event_type.startswith("gateway:")]
+    assert [(r.event_type, r.outcome, r.resource_id) for r in results] == [
+        (AuditTag.GATEWAY_AUTHORIZE, "success", paid["id"]),
+        (AuditTag.GATEWAY_AUTHORIZE, "failure", declined.json()["error"]["payment_intent"]),
+        (AuditTag.GATEWAY_REFUND, "success", refund["id"]),
+    ]
+    assert results[0].actor_type == "system"
+    assert results[0].details["status"] == "succeeded"
+    assert results[1].details["decline_code"] == "generic_decline"

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from strongroom.adapters.gateways.port import Gateway, GatewayOutcomeUnknown
-from strongroom.domain.audit import AuditTag
+from strongroom.domain.audit import STRONGROOM, AuditTag
+from strongroom.domain.audit import Outcome as AuditOutcome
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import (
     CardError,
@@ -554,7 +555,39 @@ class Payments:
             outcome = IllegalTransition(answer.message, status=pi.status, code=answer.code)
         await tx.repo.post(op.merchant_id, txs, now)
         await tx.repo.save_payment_intent(pi, now)
+        await self._record_result(tx, op, pi, answer)
         return outcome
+
+    async def _record_result(
+        self, tx: Transaction, op: GatewayOperation, pi: PaymentIntent, answer: GatewayAnswer
+    ) -> None:
+        """The gateway's answer as an audit event, in the transaction that applies it: the
+        request's own event (phase 1) says what was asked, this one what came of it."""
+        tag = _RESULT_TAGS[op.kind]
+        if tag is not AuditTag.GATEWAY_REFUND and not self.audit.payment_events:
+            return
+        details: dict[str, object] = {
+            "operation": op.id,
+            "amount": op.amount,
+            "currency": op.currency,
+            "status": pi.status if op.kind is not OperationKind.REFUND else None,
+        }
+        if isinstance(answer, Declined):
+            details |= {"code": answer.code, "decline_code": answer.decline_code}
+        resource = ("refund", op.refund_id) if op.refund_id else ("payment_intent", pi.id)
+        await tx.repo.add_audit_event(
+            self.audit.event(
+                tag,
+                actor=STRONGROOM,
+                outcome=AuditOutcome.FAILURE
+                if isinstance(answer, Declined)
+                else AuditOutcome.SUCCESS,
+                merchant_id=op.merchant_id,
+                livemode=pi.livemode,
+                resource=resource,
+                details={k: v for k, v in details.items() if v is not None},
+            )
+        )
 
     # --- recovery ------------------------------------------------------------------------------
     async def recover(self, limit: int = 100) -> int:
@@ -604,3 +637,11 @@ def settled_outcome(pi: PaymentIntent) -> PaymentIntent | CardError:
             payment_intent_id=pi.id,
         )
     return pi
+
+
+_RESULT_TAGS = {
+    OperationKind.AUTHORIZE: AuditTag.GATEWAY_AUTHORIZE,
+    OperationKind.CAPTURE: AuditTag.GATEWAY_CAPTURE,
+    OperationKind.VOID: AuditTag.GATEWAY_VOID,
+    OperationKind.REFUND: AuditTag.GATEWAY_REFUND,
+}
