@@ -23,13 +23,13 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from strongroom.domain.pan import find_pans
 from strongroom.entrypoints import logs
 
 SECRET_KEY = re.compile(r"(?<![A-Za-z0-9])(?:sk|rk)_(?:test|live)_[A-Za-z0-9_-]{16,}")
@@ -48,12 +48,109 @@ class Finding:
 
 
 def scan_text(text: str, where: str) -> list[Finding]:
-    """Card numbers (Luhn-valid, in a brand's range) and secret keys in clear in `text`."""
-    found = [Finding(where, "card number", m.masked) for m in find_pans(text)]
+    """Card numbers (see find_card_numbers) and secret keys in clear in `text`."""
+    found = [Finding(where, "card number", mask(digits)) for digits in find_card_numbers(text)]
     for key in SECRET_KEY.finditer(text):
         shown = key.group()
         found.append(Finding(where, "secret key", f"{shown[:8]}…{shown[-4:]}"))
     return found
+
+
+# The scan's own card number detector, deliberately broader than the product's
+# (strongroom.domain.pan.find_pans), so that it does not share the product's blind spots:
+# - backslash escapes are decoded first (JSON's \u0034, repr's \xa0 and \t);
+# - digit groups may be separated by up to three of: any whitespace, any dash (Unicode "Pd"),
+#   any invisible formatting character (Unicode "Cf": zero-width spaces, soft hyphens), and
+#   '.', '/', '_', '+' and '*' (not ':' or ',': times and number lists would match);
+# - groups may be of any length, and every brand may be 13 to 19 digits long;
+# - only digits and hex letters next to a number make it part of a longer token.
+# A card number still starts and ends on group boundaries, passes Luhn and is in a major
+# brand's range (a table of its own, below).
+_SCAN_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|([tnrfv]))")
+_NAMED = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v"}
+_GROUP = re.compile(r"[0-9]+")
+_MAX_GAP = 3
+_BRAND_PREFIXES = (
+    (4, 4),  # Visa
+    (51, 55),  # Mastercard
+    (2221, 2720),
+    (34, 34),  # American Express
+    (37, 37),
+    (6011, 6011),  # Discover
+    (644, 649),
+    (65, 65),
+    (3528, 3589),  # JCB
+    (300, 305),  # Diners Club
+    (3095, 3095),
+    (36, 36),
+    (38, 39),
+    (62, 62),  # UnionPay
+    (81, 81),
+)
+
+
+def _separator(ch: str) -> bool:
+    return ch.isspace() or ch in "./_+*" or unicodedata.category(ch) in ("Pd", "Cf")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _branded(digits: str) -> bool:
+    return any(lo <= int(digits[: len(str(lo))]) <= hi for lo, hi in _BRAND_PREFIXES)
+
+
+def _glued(text: str, at: int) -> bool:
+    return 0 <= at < len(text) and (text[at] in "0123456789abcdefABCDEF")
+
+
+def _unescape(match: re.Match[str]) -> str:
+    if match.group(4) is not None:
+        return _NAMED[match.group(4)]
+    return chr(int(match.group(1) or match.group(2) or match.group(3), 16))
+
+
+def find_card_numbers(text: str) -> list[str]:
+    """The digits of every card number in `text`, by the scan's own, broader rules above."""
+    if "\\" in text:
+        text = _SCAN_ESCAPE.sub(_unescape, text)
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(text)]
+    found: list[str] = []
+    i = 0
+    while i < len(groups):
+        hit: tuple[int, str] | None = None
+        digits = ""
+        for j in range(i, len(groups)):
+            if j > i:
+                gap = text[groups[j - 1][1] : groups[j][0]]
+                if len(gap) > _MAX_GAP or not all(map(_separator, gap)):
+                    break
+            digits += text[groups[j][0] : groups[j][1]]
+            if len(digits) > 19:
+                break
+            if (
+                len(digits) >= 13
+                and not _glued(text, groups[i][0] - 1)
+                and not _glued(text, groups[j][1])
+                and _branded(digits)
+                and _luhn(digits)
+            ):
+                hit = (j, digits)
+        if hit is None:
+            i += 1
+        else:
+            found.append(hit[1])
+            i = hit[0] + 1
+    return found
+
+
+def mask(digits: str) -> str:
+    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
 
 def dump_sqlite(path: Path) -> str:

@@ -54,6 +54,20 @@ SENSITIVE = [
     "otp",
     "totp",
     "webhook_secret",
+    # any name holding a sensitive word, wherever it sits
+    "cvc_code",
+    "card_cvc",
+    "cardCvc",
+    "cvvNumber",
+    "db_password",
+    "dbPassword",
+    "x-api-key",
+    "stripe_api_key",
+    "token_type",
+    "session_cookie",
+    "pin_code",
+    "otp_code",
+    "pan_last4",
 ]
 
 
@@ -216,3 +230,108 @@ async def _plant(database: str) -> None:
 
 def spaced_visa() -> str:
     return " ".join(VISA[i : i + 4] for i in range(0, 16, 4))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [REDACTED]"),
+        ("authorization=Basic dXNlcjpw", "authorization=Basic [REDACTED]"),
+        ("{'Authorization': 'Basic dXNlcjpw'}", "{'Authorization': 'Basic [REDACTED]'}"),
+        ("proxy-authorization: Basic Zm9vOmJhcg==", "proxy-authorization: Basic [REDACTED]"),
+        ("upstream sent basic Zm9vOmJhcg== back", "upstream sent basic [REDACTED] back"),
+        ("Authorization: sk_live_abcdefabcdef", "Authorization: [REDACTED]"),
+        ("Authorization: Token abc123", "Authorization: Token [REDACTED]"),
+        (
+            "could not connect to postgresql://strongroom:s3cret@db:5432/strongroom",
+            "could not connect to postgresql://strongroom:[REDACTED]@db:5432/strongroom",
+        ),
+        (
+            "url='postgresql+asyncpg://u:p%40ss@db/x'",
+            "url='postgresql+asyncpg://u:[REDACTED]@db/x'",
+        ),
+        ("redis://:hunter2@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        ("https://host:8443/path?q=1", "https://host:8443/path?q=1"),
+        ("cvc_code: 123", "cvc_code: [REDACTED]"),
+        ("card_cvc=123&amount=2000", "card_cvc=[REDACTED]&amount=2000"),
+        ("{'db_password': 'correct horse'}", "{'db_password': '[REDACTED]'}"),
+        ('{"api_key": "a \\"quoted\\" key"}', '{"api_key": "[REDACTED]"}'),
+        ("using basic auth; shipping: ups", "using basic auth; shipping: ups"),
+    ],
+)
+def test_credentials_in_free_text_are_redacted(text: str, expected: str, lines: Any) -> None:
+    assert logs.redact_text(text) == expected
+    logging.getLogger("t").warning("%s", text)
+    (record,) = lines()
+    assert record["event"] == expected
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "4242\u00a04242\u00a04242\u00a04242",
+        "4242\t4242\t4242\t4242",
+        "4242\u20134242\u20134242\u20134242",
+    ],
+)
+def test_card_numbers_inside_formatted_objects_are_masked(note: str, lines: Any) -> None:
+    """repr() writes a tab or a no-break space as an escape ('4242\\t4242'): still masked."""
+    logging.getLogger("t").warning("params %s", {"note": note})
+    structlog.get_logger("t").info("event", note=note, obj=Opaque(note))
+    first, second = lines()
+    assert "424242" in first["event"]
+    assert "4242\\" not in json.dumps(first)
+    assert leak_scan.find_card_numbers(json.dumps(first)) == []
+    assert second["note"] == "424242******4242"
+    assert leak_scan.find_card_numbers(json.dumps(second)) == []
+
+
+class Opaque:
+    def __init__(self, note: str) -> None:
+        self.note = note
+
+    def __repr__(self) -> str:
+        return f"Opaque(note={self.note!r})"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242 4242 4242 4242",
+        "4242\u00a04242\u00a04242\u00a04242",
+        "4242\\u00a04242\\u00a04242\\u00a04242",  # as JSON escapes it
+        "4242\\xa04242\\xa04242\\xa04242",  # as repr() escapes it
+        "4242\\t4242\\t4242\\t4242",
+        "\\u0034242424242424242",
+        "4242/4242/4242/4242",
+        "4242_4242_4242_4242",
+        "4242 .4242. 4242 .4242",
+        "4242\u200b4242\u200b4242\u200b4242",
+        "42424242 42424242",  # groups longer than the product allows
+        "pan:4242424242424242",
+        "card=4000-0566-5566-5556",
+        "5555 5555 5555 4444",
+        "3782 822463 10005",
+    ],
+)
+def test_the_leak_scan_finds_card_numbers_in_any_spelling(text: str) -> None:
+    assert [f.kind for f in leak_scan.scan_text(f"x {text} y", "t")] == ["card number"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order ORD-2024-000123, phone +1 415-555-0132",
+        "2026-11-24 11:00:22.642778+00",
+        "2026-11-24T11:00:22.642778Z",
+        "41234567-1234-4123-8123-123456789012",
+        "sha256 ab4242424242424242cd",
+        "424242******4242",
+        "4242 4242 4242 4241",
+        "1234567812345670",
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6]",
+        "at 12:00:00 4242 4242:4242 4242",
+    ],
+)
+def test_the_leak_scan_passes_near_misses(text: str) -> None:
+    assert leak_scan.scan_text(text, "t") == []

@@ -9,10 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 from strongroom.bootstrap import Container
 from strongroom.domain.pan import find_pans
 from strongroom.entrypoints import logs
+from strongroom.entrypoints.api.pan_guard import find_in_body, parsed_as_json
 from tests.integration.test_bad_input import assert_error_shape
 from tests.support import row_counts
 
@@ -20,6 +23,17 @@ VISA = "4242424242424242"
 AMEX_SPACED = "3782 822463 10005"
 MC_DASHED = "5555-5555-5555-4444"
 PAYMENT = {"amount": 2000, "currency": "usd"}
+NOTE = {"metadata": {"note": "4242 4242 4242 4242"}}
+NBSP_VISA = "4242\u00a04242\u00a04242\u00a04242"
+
+
+def encoded(document: Any, encoding: str) -> bytes:
+    return json.dumps(document).encode(encoding)
+
+
+def escaped(document: Any) -> bytes:
+    """JSON with every '4' written as a \\u escape: no digit run shows in the raw text."""
+    return json.dumps(document).replace("4", "\\u0034").encode()
 
 
 @pytest.fixture
@@ -119,6 +133,158 @@ REFUSED: list[tuple[str, str, str, dict[str, Any], str]] = [
         {"content": f"my card is {VISA}".encode(), "headers": {"Content-Type": "text/plain"}},
         "body",
     ),
+    # JSON as FastAPI reads it: json.loads(bytes) detects UTF-8, UTF-16 and UTF-32, with or
+    # without a byte order mark, whatever the charset parameter says.
+    *(
+        (
+            f"json in {encoding}",
+            "POST",
+            "/v1/customers",
+            {
+                "content": encoded(NOTE, encoding),
+                "headers": {"Content-Type": "application/json"},
+            },
+            "metadata.note",
+        )
+        for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
+    ),
+    (
+        "json in utf-8 with a byte order mark",
+        "POST",
+        "/v1/customers",
+        {"content": encoded(NOTE, "utf-8-sig"), "headers": {"Content-Type": "application/json"}},
+        "metadata.note",
+    ),
+    (
+        "json in utf-16 with a charset parameter",
+        "POST",
+        "/v1/customers",
+        {
+            "content": encoded(NOTE, "utf-16-le"),
+            "headers": {"Content-Type": "application/json; charset=utf-16"},
+        },
+        "metadata.note",
+    ),
+    (
+        "json in utf-16 labelled utf-8",
+        "POST",
+        "/v1/customers",
+        {
+            "content": encoded(NOTE, "utf-16"),
+            "headers": {"Content-Type": "Application/JSON ; charset=UTF-8"},
+        },
+        "metadata.note",
+    ),
+    (
+        "escaped json with a charset parameter",
+        "POST",
+        "/v1/customers",
+        {
+            "content": escaped({"description": VISA}),
+            "headers": {"Content-Type": "application/json;charset=latin-1"},
+        },
+        "description",
+    ),
+    (
+        "escaped json as application/vnd.api+json",
+        "POST",
+        "/v1/customers",
+        {
+            "content": escaped({"description": VISA}),
+            "headers": {"Content-Type": "application/vnd.api+json"},
+        },
+        "description",
+    ),
+    (
+        "escaped json as application/x-www-form-urlencoded+json",
+        "POST",
+        "/v1/customers",
+        {
+            "content": escaped({"description": VISA}),
+            "headers": {"Content-Type": "application/x-www-form-urlencoded+json"},
+        },
+        "description",
+    ),
+    (
+        "escaped json with no content type",
+        "POST",
+        "/v1/customers",
+        {"content": escaped({"description": VISA})},
+        "description",
+    ),
+    (
+        "utf-16 json with no content type",
+        "POST",
+        "/v1/customers",
+        {"content": encoded(NOTE, "utf-16-be")},
+        "metadata.note",
+    ),
+    (
+        "json with no-break spaces between groups",
+        "POST",
+        "/v1/customers",
+        {"content": json.dumps({"description": NBSP_VISA}, ensure_ascii=False).encode()},
+        "description",
+    ),
+    (
+        "json with tabs between groups",
+        "POST",
+        "/v1/customers",
+        {"json": {"metadata": {"note": "\t".join(("4242",) * 4)}}},
+        "metadata.note",
+    ),
+    (
+        "json key repeated, the card in the value json.loads drops",
+        "POST",
+        "/v1/customers",
+        {"content": escaped({"description": VISA})[:-1] + b', "description": "ok"}'},
+        "description",
+    ),
+    (
+        "json number with a negative exponent",
+        "POST",
+        "/v1/payment_intents",
+        {"content": b'{"amount": 42424242424242420e-1, "currency": "usd"}'},
+        "amount",
+    ),
+    (
+        "invalid json hiding a card behind escapes",
+        "POST",
+        "/v1/customers",
+        {"content": escaped({"description": VISA})[:-2]},
+        "body",
+    ),
+    (
+        "plain text body in utf-16",
+        "POST",
+        "/v1/customers",
+        {"content": f"card {VISA}".encode("utf-16"), "headers": {"Content-Type": "text/plain"}},
+        "body",
+    ),
+    (
+        "form body with a no-break space, percent-encoded",
+        "POST",
+        "/v1/customers",
+        {
+            "content": b"name=Ada&note=4242%C2%A04242%C2%A04242%C2%A04242",
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+        },
+        "note",
+    ),
+    (
+        "query string with tabs between groups",
+        "GET",
+        "/v1/payment_intents",
+        {"params": {"q": "4242\t4242\t4242\t4242"}},
+        "query.q",
+    ),
+    (
+        "header in utf-8 with no-break spaces",
+        "GET",
+        "/v1/payment_intents",
+        {"headers": {"X-Note": NBSP_VISA.encode()}},
+        "header.x-note",
+    ),
 ]
 
 
@@ -205,3 +371,80 @@ async def test_an_ordinary_payment_passes_untouched(client: httpx.AsyncClient) -
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "succeeded"
+
+
+# Content types FastAPI reads a body as JSON for, and some it does not: the guard must decide
+# exactly as FastAPI does (fastapi/routing.py), or a body it reads one way reaches the routes
+# read the other.
+CONTENT_TYPES = [
+    "application/json",
+    "APPLICATION/JSON",
+    "application/json; charset=utf-16",
+    "  application/json ;charset=latin-1",
+    "application/vnd.api+json",
+    "application/merge-patch+json",
+    "application/x-www-form-urlencoded+json",
+    "application/json+xml",
+    "application/jsonx",
+    "application/x-json",
+    "text/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/octet-stream",
+    "json",
+    "application/json/x",
+    "application/+json",
+    "application/json;",
+    ";application/json",
+]
+
+
+class EchoBody(BaseModel):
+    note: str
+
+
+@pytest.mark.parametrize("content_type", CONTENT_TYPES)
+async def test_the_guard_reads_json_exactly_when_fastapi_does(content_type: str) -> None:
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(body: EchoBody) -> dict[str, str]:
+        return {"note": body.note}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post(
+            "/echo", content=b'{"note": "x"}', headers={"Content-Type": content_type}
+        )
+    fastapi_parsed = response.status_code == 200
+    assert parsed_as_json(content_type.lower()) == fastapi_parsed
+
+
+def test_a_body_without_a_content_type_is_read_as_json() -> None:
+    """FastAPI reads one as JSON when a route is not strict about the content type."""
+    assert parsed_as_json("")
+    assert find_in_body(escaped({"note": VISA}), "") == "note"
+
+
+async def test_json_in_utf_16_without_a_card_reaches_the_routes(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/customers",
+        content=json.dumps({"description": "Ada", "metadata": {"order": "A-1"}}).encode("utf-16"),
+        headers={"Content-Type": "application/json; charset=utf-16"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"] == {"order": "A-1"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"customer": "cus_8e0c3b4e2f5c4a47", "amount": 2000}',  # hex ids: no exponent
+        b'{"amount": 2.5e3, "rate": 1e-2}',  # exponents, but no card in the numbers
+        '{"note": "caf\u00e9 \u00a0 2000.00\u00a0USD"}'.encode(),
+        '{"note": "na\u00efve"}'.encode("utf-16"),
+    ],
+)
+def test_json_bodies_without_a_card_pass(body: bytes) -> None:
+    assert find_in_body(body, "application/json") is None

@@ -52,7 +52,13 @@ NEAR_MISSES = [
     "2026-01-01T12:00:00.123456+00:00",
     "amount 424242424242 cents",  # 12 digits
     "2000.00 USD",
-    "4242  4242  4242  4242",  # double spaces are not one number
+    "4242    4242    4242    4242",  # four separators between groups: not one number
+    "192.168.100.200 10.0.0.1",  # addresses
+    "0044 20 7946 0958 / 0044 20 7946 0959",
+    "1735689600.123456",  # a timestamp with microseconds
+    "1.2.3.4.5.6.7.8.9.0.1.2.3.4",
+    "+1 415-555-0132\t+1 415-555-0133",
+    "4242\u00a04242\u00a04242\u00a04241",  # Luhn-invalid, with no-break spaces
     "41234567-1234-4123-8123-123456789012",  # a UUID
     "sha256 ab4242424242424242cd",  # inside a hex digest
     "424242******4242",  # already masked
@@ -80,6 +86,56 @@ def test_near_misses_are_not_card_numbers(text: str) -> None:
     assert find_pans(text) == []
     assert not contains_pan(text)
     assert redact_pans(text) == text
+
+
+# Every single separator a pasted or typed card number may carry between its groups.
+SEPARATORS = {
+    "no-break space": "\u00a0",
+    "narrow no-break space": "\u202f",
+    "figure space": "\u2007",
+    "thin space": "\u2009",
+    "ideographic space": "\u3000",
+    "tab": "\t",
+    "line feed": "\n",
+    "carriage return": "\r",
+    "hyphen": "\u2010",
+    "non-breaking hyphen": "\u2011",
+    "figure dash": "\u2012",
+    "en dash": "\u2013",
+    "em dash": "\u2014",
+    "minus sign": "\u2212",
+    "fullwidth hyphen-minus": "\uff0d",
+    "dot": ".",
+    "soft hyphen": "\u00ad",
+    "zero-width space": "\u200b",
+    "word joiner": "\u2060",
+}
+
+
+@pytest.mark.parametrize("sep", SEPARATORS.values(), ids=SEPARATORS.keys())
+def test_any_unicode_whitespace_or_dash_between_groups(sep: str) -> None:
+    for digits in ("4242424242424242", "5555555555554444"):
+        text = spaced(digits, sep)
+        found = find_pans(f"card: {text} thanks")
+        assert [m.digits for m in found] == [digits]
+        assert found[0].end - found[0].start == len(text)
+        assert contains_pan(text)
+        assert redact_pans(f"[{text}]") == f"[{mask_pan(digits)}]"
+    amex = "3782" + sep + "822463" + sep + "10005"
+    assert [m.brand for m in find_pans(amex)] == ["amex"]
+
+
+@pytest.mark.parametrize("sep", ["  ", "--", " - ", " \u2013 ", "\t\t", "\u00a0 ", " \n ", " . "])
+def test_repeated_separators_between_groups(sep: str) -> None:
+    text = spaced("4242424242424242", sep)
+    assert [m.digits for m in find_pans(f"x {text} y")] == ["4242424242424242"]
+    assert redact_pans(text) == "424242******4242"
+
+
+def test_mixed_separators_in_one_number() -> None:
+    text = "4242 4242\u00a04242-4242"
+    assert [m.digits for m in find_pans(text)] == ["4242424242424242"]
+    assert find_pans("6011\t1111\u20131111\u20091117")[0].brand == "discover"
 
 
 def test_a_card_followed_by_its_expiry_is_still_found() -> None:

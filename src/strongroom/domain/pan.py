@@ -49,12 +49,28 @@ _BRANDS: tuple[tuple[str, int, int, tuple[int, ...]], ...] = (
 )
 _BRAND_TABLE = tuple((brand, lo, hi, len(str(lo)), lengths) for brand, lo, hi, lengths in _BRANDS)
 
-# A maximal run of at least 13 digits whose digits may be separated by single spaces or dashes.
-# The lookbehinds stop a search from starting in the middle of a run. Starting the pattern with
-# a character class (not a lookbehind) lets the engine skip ahead to the next digit, and the
+# What may stand between two digit groups of a written card number: any Unicode whitespace
+# (spaces of every width, no-break spaces, tabs, line breaks), a dash of any kind (hyphen-minus,
+# the Unicode hyphens and dashes, minus signs, fullwidth forms), a dot, and the invisible
+# characters that can be pasted in with a number (soft hyphen, zero-width spaces and joiners).
+_SEPARATOR_CHARS = (
+    r"\s\-.\u00ad\u2010-\u2015\u2043\u2212\ufe58\ufe63\uff0d"
+    r"\u180e\u200b-\u200d\u2060\ufeff"
+)
+_SEP = f"[{_SEPARATOR_CHARS}]"
+# At most this many separator characters between two groups ("4242  4242", "4242 - 4242").
+_MAX_SEPARATORS = 3
+# A maximal run of at least 13 digits whose digits may be separated by up to three separator
+# characters. The lookbehinds stop a search from starting in the middle of a run (Python's
+# lookbehinds are fixed-width: one for each separator length). Starting the pattern with a
+# character class (not a lookbehind) lets the engine skip ahead to the next digit, and the
 # possessive quantifiers never backtrack: together about three times faster on typical text.
-_RUN = re.compile(r"[0-9](?<![0-9][0-9])(?<![0-9][ -][0-9])(?:[ -]?+[0-9]){12,}+")
-_SEPARATOR = re.compile(r"[ -]")
+_RUN = re.compile(
+    "[0-9](?<![0-9][0-9])"
+    + "".join(f"(?<![0-9]{_SEP}{{{n}}}[0-9])" for n in range(1, _MAX_SEPARATORS + 1))
+    + f"(?:{_SEP}{{0,{_MAX_SEPARATORS}}}+[0-9]){{12,}}+"
+)
+_GROUP = re.compile("[0-9]+")
 _MAX_GROUP = 6
 
 
@@ -106,11 +122,9 @@ def _in_run(text: str, run: re.Match[str]) -> list[PanMatch]:
     begin = run.start()
     starts: list[int] = []
     groups: list[str] = []
-    at = begin
-    for part in _SEPARATOR.split(run.group()):
-        starts.append(at)
-        groups.append(part)
-        at += len(part) + 1
+    for group in _GROUP.finditer(run.group()):
+        starts.append(begin + group.start())
+        groups.append(group.group())
     found: list[PanMatch] = []
     i = 0
     while i < len(groups):
@@ -140,9 +154,9 @@ def _in_run(text: str, run: re.Match[str]) -> list[PanMatch]:
 
 
 def find_pans(text: str) -> list[PanMatch]:
-    """Every card number in `text`: 13 to 19 digits (single spaces or dashes allowed between
-    them), Luhn-valid, in a major brand's range, and not glued to more letters or digits.
-    Matches do not overlap and come in order."""
+    """Every card number in `text`: 13 to 19 digits (between groups of at most six digits, up
+    to three whitespace, dash, dot or zero-width characters), Luhn-valid, in a major brand's
+    range, and not glued to more letters or digits. Matches do not overlap and come in order."""
     found: list[PanMatch] = []
     for run in _RUN.finditer(text):
         found.extend(_in_run(text, run))

@@ -4,6 +4,8 @@ sits inside EdgeMiddleware, which has already given the request an id and capped
 
 from __future__ import annotations
 
+import email.message
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -25,9 +27,13 @@ MESSAGE = (
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FORM = "application/x-www-form-urlencoded"
-# A JSON number in exponent form (4.242424242424242e15) does not show its digits in the raw
-# text. A card number's exponent is 12 to 18, so substring tests rule most bodies out first.
-_EXPONENT = re.compile(r"[0-9][eE]\+?1[0-9]")
+# A JSON number in exponent form (4.242424242424242e15, 42424242424242420e-1) does not show
+# its digits in the raw text. Only a number token counts: not the "8e0" of a hex id.
+_EXPONENT = re.compile(r"[0-9][eE][+-]?[0-9]+(?![0-9A-Za-z_.])")
+_MANTISSA = frozenset("0123456789.-")
+# The escapes a JSON string may hide digits behind, for a body that does not parse.
+_JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
+_SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 class PanGuard:
@@ -60,10 +66,8 @@ def find_in_head(scope: Scope) -> str | None:
     path: str = scope.get("path", "")
     query: bytes = scope.get("query_string", b"")
     values = [value for _, value in scope.get("headers", ())]
-    everything = b"\n".join((query, *values)).decode("latin-1")
-    if contains_pan(everything) or (
-        _escaped(everything) and contains_pan(unquote_plus(everything))
-    ):
+    # Joined with NUL, which is not a separator: no number runs from one value into the next.
+    if any(map(_holds_pan, _head_decodings(b"\0".join((query, *values))))):
         return _locate_in_head(scope, path, query)
     return "path" if contains_pan(path) else None
 
@@ -76,47 +80,116 @@ def _locate_in_head(scope: Scope, path: str, query: bytes) -> str | None:
     if contains_pan(path):
         return "path"
     if query:
-        text = query.decode("latin-1")
-        if contains_pan(text) or (_escaped(text) and contains_pan(unquote_plus(text))):
-            return "query." + _query_param(text)
+        for text in _head_decodings(query):
+            if _holds_pan(text):
+                return "query." + _query_param(text)
     for name, value in scope.get("headers", ()):
-        text = value.decode("latin-1")
-        if contains_pan(text) or (_escaped(text) and contains_pan(unquote_plus(text))):
+        if any(map(_holds_pan, _head_decodings(value))):
             header = name.decode("latin-1").lower()
-            return "header" if contains_pan(header) else "header." + header
+            return "header" if any(map(_holds_pan, _head_decodings(name))) else "header." + header
     return None
+
+
+def _holds_pan(text: str) -> bool:
+    return contains_pan(text) or (_escaped(text) and contains_pan(unquote_plus(text)))
 
 
 def find_in_body(body: bytes, content_type: str) -> str | None:
     """Where a card number sits in a request body ('metadata.note', 'card', 'body'), or None.
 
-    The raw text is always scanned. JSON is decoded only when the raw text could hide a number
-    (escapes, or numbers in exponent form); a form only when it holds escapes; and either is
-    decoded on a hit, to say where it was."""
+    A body FastAPI parses as JSON (see parsed_as_json) is scanned as FastAPI sees it: decoded
+    with json.loads(bytes), which detects UTF-8, UTF-16 and UTF-32, and walked (every string,
+    number and key). The raw text is always scanned, decoded as JSON would decode it (and as
+    UTF-8 and Latin-1 when not ASCII). JSON is decoded only when the raw text could hide a
+    number (escapes, numbers in exponent form); a form only when it holds escapes; and either
+    is decoded on a hit, to say where it was."""
     if not body:
         return None
-    text = body.decode("latin-1")
-    raw_hit = contains_pan(text)
-    if content_type.startswith(_FORM):
-        if raw_hit or "%" in text or "+" in text:
-            return _form_param(body.decode("utf-8", "replace"))
-        return None
-    # FastAPI reads a body without a content type as JSON, so that is scanned as JSON too.
-    if not content_type or content_type.startswith("application/json") or "+json" in content_type:
+    texts = _decodings(body)
+    raw_hit = any(map(contains_pan, texts))
+    if parsed_as_json(content_type):
+        text = texts[0]
         if raw_hit or "\\" in text or _exponent(text):
             try:
-                document = json.loads(body)
-            except ValueError:
-                return "body" if raw_hit else None
+                document = json.loads(body, object_pairs_hook=_Pairs)
+            except (ValueError, RecursionError):
+                # FastAPI refuses it too (422 json_invalid), but nothing carrying a number
+                # gets past the guard: its escapes are decoded by hand.
+                return "body" if raw_hit or contains_pan(_unescape(text)) else None
             found = _json_param(document)
             return found if found is not None else ("body" if raw_hit else None)
         return None
+    if raw_hit or any("%" in text or "+" in text for text in texts):
+        # A form, or anything else that may be read as one: scanned percent-decoded as well.
+        found = _form_param(body.decode("utf-8", "replace"))
+        if found is not None or not raw_hit:
+            return found
     return "body" if raw_hit else None
 
 
+@functools.lru_cache(maxsize=256)
+def parsed_as_json(content_type: str) -> bool:
+    """Whether FastAPI parses a body with this Content-Type (lower-cased, '' when absent) as
+    JSON: the test in fastapi/routing.py's get_request_handler, made the same way (with
+    email.message, which drops parameters and whitespace and falls back to text/plain for a
+    malformed type). Without a content type FastAPI parses JSON only when the route is not
+    strict_content_type; such a body is scanned as JSON either way. When in doubt, JSON."""
+    if not content_type:
+        return True
+    try:
+        message = email.message.Message()
+        message["content-type"] = content_type
+        if message.get_content_maintype() != "application":
+            return False
+        subtype = message.get_content_subtype()
+    except Exception:  # an unreadable type: scanned as JSON, to be safe
+        return True
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def _decodings(raw: bytes) -> list[str]:
+    """A body as text, every way it may be read: as json.loads decodes bytes (UTF-8, or UTF-16
+    or UTF-32 by its byte order mark or its zero bytes), and, unless plain ASCII, as UTF-8 and
+    as Latin-1 too. The first is what JSON parsing sees."""
+    if raw.isascii() and b"\0" not in raw[:4]:  # json.detect_encoding reads the first four
+        return [raw.decode("ascii")]
+    encoding = json.detect_encoding(raw)
+    texts = [raw.decode(encoding, "replace")]
+    if not encoding.startswith("utf-8"):
+        texts.append(raw.decode("utf-8", "replace"))
+    texts.append(raw.decode("latin-1"))
+    return texts
+
+
+def _head_decodings(raw: bytes) -> list[str]:
+    """A header value or query string as text: as Latin-1 (as Starlette decodes headers) and,
+    unless plain ASCII, as UTF-8 (as a client most likely wrote it)."""
+    text = raw.decode("latin-1")
+    return [text] if raw.isascii() else [text, raw.decode("utf-8", "replace")]
+
+
+def _unescape(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            return chr(int(match.group(1), 16))
+        return _SIMPLE_ESCAPES.get(match.group(2), match.group(2))
+
+    return _JSON_ESCAPE.sub(one, text)
+
+
 def _exponent(text: str) -> bool:
-    hinted = "e1" in text or "E1" in text or "e+1" in text or "E+1" in text
-    return hinted and _EXPONENT.search(text) is not None
+    for match in _EXPONENT.finditer(text):
+        at = match.start()
+        while at > 0 and text[at - 1] in _MANTISSA:
+            at -= 1
+        if at == 0 or not (text[at - 1].isalnum() or text[at - 1] in "_+"):
+            return True
+    return False
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as all of its key-value pairs: a repeated key's earlier values, which
+    json.loads would drop, are scanned too."""
 
 
 def _query_param(query: str) -> str:
@@ -156,8 +229,8 @@ def _json_hits(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
             isinstance(value, float) and value.is_integer() and contains_pan(str(int(value)))
         ):
             yield path
-    elif isinstance(value, dict):
-        for key, item in value.items():
+    elif isinstance(value, _Pairs):
+        for key, item in value:
             if contains_pan(key):
                 yield path
             else:
