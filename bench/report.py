@@ -27,7 +27,7 @@ TARGET_KEY_RATIO = 0.9  # payments/s with key / without
 TARGET_AUDIT_RATIO = 0.85  # payments/s with payment audit events / without
 TARGET_LAG_S = 2.0  # the audit sequencer's lag behind committed events
 
-RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"), ("noaudit", "key, no audit"))
+RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"))
 CPU_GROUPS = ("server", "postgres", "postgres_other", "wrk", "pgbench", "py-spy")
 BUSY_ELSEWHERE = 0.25  # cores of other work on the machine that make a run suspect
 
@@ -195,12 +195,12 @@ def main() -> int:
         print(f"{meta.get('postgres', '')}")
         print(f"git {meta.get('git', '?')}  results in {results}")
     print("-" * width)
-    header = f"{'':<28}" + "".join(f"{title:>16}" for _, title in RUNS)
+    header = f"{'':<28}" + "".join(f"{title:>22}" for _, title in RUNS)
     print(header)
 
     def row(label: str, fmt: str, get: Any) -> None:
         cells = "".join(
-            f"{(fmt.format(get(runs[n])) if n in runs else 'n/a'):>16}" for n, _ in RUNS
+            f"{(fmt.format(get(runs[n])) if n in runs else 'n/a'):>22}" for n, _ in RUNS
         )
         print(f"{label:<28}{cells}")
 
@@ -286,10 +286,20 @@ def main() -> int:
         )
     )
 
-    noaudit = runs.get("noaudit")
-    audit_ratio = (
-        key.payments_per_s / noaudit.payments_per_s if key and noaudit and noaudit.ok else None
-    )
+    slices = {
+        side: [parse_wrk(path) for path in sorted(results.glob(f"wrk-{side}-*.txt"))]
+        for side in ("noaudit", "audit")
+    }
+    for side_runs in slices.values():
+        for run in side_runs:
+            if run.errors:
+                problems.append(f"wrk {run.label}: {run.errors} errors")
+    rates = {
+        side: sum(r.ok for r in side_runs) / sum(r.seconds for r in side_runs)
+        for side, side_runs in slices.items()
+        if side_runs
+    }
+    audit_ratio = rates["audit"] / rates["noaudit"] if len(rates) == 2 else None
     targets.append(
         (
             "payments/s audit events on / off",
@@ -316,6 +326,13 @@ def main() -> int:
     verify_path = results / "audit-verify.json"
     verify = json.loads(verify_path.read_text()) if verify_path.exists() else None
     print("-" * width)
+    if audit_ratio is not None:
+        pairs = zip(slices["noaudit"], slices["audit"], strict=False)
+        shown = ", ".join(f"{a.payments_per_s:.0f}/{b.payments_per_s:.0f}" for a, b in pairs)
+        print(
+            f"audit events off/on, alternating {len(slices['audit'])} rounds: "
+            f"{rates['noaudit']:.1f} / {rates['audit']:.1f} payments/s (rounds: {shown})"
+        )
     if lag:
         print(
             f"audit sequencer lag during 'with Idempotency-Key': max {lag['max_s']:.2f} s, "
@@ -358,6 +375,7 @@ def main() -> int:
             name: {**vars(run), "payments_per_s": run.payments_per_s} for name, run in runs.items()
         },
         "pgbench": pgbench,
+        "audit_rates": rates,
         "audit_lag": {k: v for k, v in (lag or {}).items() if k != "values"},
         "audit_verify": verify,
         "cpu_cores": cpu,

@@ -4,12 +4,12 @@
 #   make bench            (or: bash bench/run.sh)
 #
 # 1. Creates two throwaway databases on $BENCH_PGHOST (one for Strongroom, one for pgbench),
-#    migrates, makes a merchant, starts `strongroom serve --no-worker` on a free port with
-#    payment audit events off, and `strongroom worker` (recovery, audit sequencer) beside it.
+#    migrates, makes a merchant, starts two `strongroom serve --no-worker` (payment audit events
+#    off, and on) and `strongroom worker` (recovery, audit sequencer) beside them.
 # 2. wrk drives POST /v1/payment_intents {confirm: true} with $BENCH_CONNECTIONS connections:
-#    a short warm-up and $BENCH_SECONDS with a unique Idempotency-Key per request (audit off);
-#    then, on a restarted server with audit events on, the same while bench/audit_lag.py samples
-#    the sequencer's lag, and the same again without the header.
+#    warm-ups; $BENCH_AUDIT_ROUNDS alternating slices against the two servers (the audit log's
+#    cost); then, on the audited one, $BENCH_SECONDS with a unique Idempotency-Key per request
+#    while bench/audit_lag.py samples the sequencer's lag, and the same without the header.
 # 3. Stops the server and runs pgbench TPC-B with the same number of clients for as long.
 # 4. Times `strongroom audit verify` over a generated log of $BENCH_AUDIT_ENTRIES entries.
 # 5. bench/report.py prints payments/s, p50/p99, pgbench tps, the ratios and PASS/MISS per target.
@@ -18,7 +18,7 @@
 # Settings (environment):
 #   BENCH_SECONDS=20  BENCH_WARMUP=5  BENCH_WORKERS=2  BENCH_CONNECTIONS=16  BENCH_THREADS=2
 #   BENCH_PGBENCH_SCALE=16  BENCH_PGHOST=127.0.0.1  BENCH_PGPORT=5432  BENCH_PGUSER=postgres
-#   BENCH_AUDIT_ENTRIES=1000000
+#   BENCH_AUDIT_ENTRIES=1000000  BENCH_AUDIT_ROUNDS=4  BENCH_AUDIT_SLICE=8 (seconds)
 #   BENCH_STRICT=1    exit 1 when a target is missed (errors always exit 2)
 #   BENCH_PROFILE=1   afterwards, one more with-key run of BENCH_PROFILE_SECONDS (15) under
 #                     py-spy (installed into .venv if missing), summarised by bench/pyspy_summary.py;
@@ -43,6 +43,8 @@ PGUSER_="${BENCH_PGUSER:-postgres}"
 PROFILE="${BENCH_PROFILE:-0}"
 PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
 AUDIT_ENTRIES="${BENCH_AUDIT_ENTRIES:-1000000}"
+AUDIT_ROUNDS="${BENCH_AUDIT_ROUNDS:-4}"
+AUDIT_SLICE="${BENCH_AUDIT_SLICE:-8}"
 
 case "$PGHOST_" in
   127.* | localhost | ::1) ;;
@@ -104,6 +106,8 @@ cleanup() {
   local rc=$?
   trap - EXIT
   stop_server
+  SERVER_PID="${BASE_PID:-}" # the baseline server, if it is still up
+  stop_server
   if [[ -n "$BG_WORKER_PID" ]]; then
     kill -TERM -- "-$BG_WORKER_PID" 2>/dev/null || true
     wait "$BG_WORKER_PID" 2>/dev/null || true
@@ -144,7 +148,12 @@ SK="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret_key
 [[ "$SK" == sk_test_* ]] || die "no secret key in merchants create output"
 
 # --- server and worker --------------------------------------------------------------------------
-PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+AUDIT_PORT="$(free_port)"
+BASE_PORT="$(free_port)"
+PORT="$AUDIT_PORT"
 URL="http://127.0.0.1:$PORT"
 
 # start_server LOG: `strongroom serve` with the current STRONGROOM_* settings, waits for /healthz.
@@ -179,9 +188,26 @@ start_server() {
   log "server pid $SERVER_PID, worker pids: $WORKER_PIDS"
 }
 
-# The first server has payment audit events off: the baseline for their cost. (It runs first, so
-# the audited runs meet the bigger tables: any bias is against the audit log, not for it.)
+# Two servers on the same database: the baseline with payment audit events off, and the one
+# measured throughout. The audit log's cost is measured by alternating short runs between them,
+# so a machine whose speed drifts during the run (this one does) weighs on both alike.
+PORT="$BASE_PORT" URL="http://127.0.0.1:$BASE_PORT"
 STRONGROOM_AUDIT_PAYMENT_EVENTS=false start_server "$OUT/server-noaudit.log"
+BASE_PID="$SERVER_PID" BASE_WORKER_PIDS="$WORKER_PIDS"
+PORT="$AUDIT_PORT" URL="http://127.0.0.1:$AUDIT_PORT"
+start_server "$OUT/server.log"
+AUDIT_PID="$SERVER_PID"
+
+# use_server base|audit: point run_wrk (and cpustat) at one of the two.
+use_server() {
+  if [[ $1 == base ]]; then
+    PORT="$BASE_PORT" SERVER_PID="$BASE_PID" WORKER_PIDS="$BASE_WORKER_PIDS"
+  else
+    PORT="$AUDIT_PORT" SERVER_PID="$AUDIT_PID" WORKER_PIDS="$AUDIT_WORKER_PIDS"
+  fi
+  URL="http://127.0.0.1:$PORT"
+}
+AUDIT_WORKER_PIDS="$WORKER_PIDS"
 # The background loops (gateway recovery, the audit sequencer) in their own process, as in
 # production; it runs through every load run, so each pays for it alike.
 setsid "$BIN/strongroom" worker >"$OUT/worker.log" 2>&1 &
@@ -238,15 +264,23 @@ run_wrk() {
     "$OUT/wrk-$name.txt" || true
 }
 
-log "warm-up: ${WARMUP}s with Idempotency-Key, payment audit events off"
+log "warm-up: ${WARMUP}s on each server"
+use_server base
 run_wrk warmup-noaudit key "$WARMUP" >/dev/null
-log "create-and-confirm WITH Idempotency-Key, payment audit events OFF: ${SECONDS_PER_RUN}s"
-run_wrk noaudit key "$SECONDS_PER_RUN"
-stop_server
-start_server "$OUT/server.log"
-
-log "warm-up: ${WARMUP}s with Idempotency-Key"
+use_server audit
 run_wrk warmup key "$WARMUP" >/dev/null
+
+log "audit cost: $AUDIT_ROUNDS rounds of ${AUDIT_SLICE}s with payment audit events off, then on"
+for round in $(seq "$AUDIT_ROUNDS"); do
+  use_server base
+  run_wrk "noaudit-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  use_server audit
+  run_wrk "audit-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+done
+use_server base
+stop_server # the baseline server; the rest of the load goes to the audited one
+BASE_PID=""
+use_server audit
 log "create-and-confirm WITH Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
 "$PY" "$BENCH_DIR/audit_lag.py" "$APP_DB" "$SECONDS_PER_RUN" "$OUT/audit-lag.json" &
 lag_pid=$!

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select, text
 
 from strongroom.adapters.db import tables as t
+from strongroom.adapters.gateways.sandbox import Fault
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import AuditTag, tree_head_message
 from strongroom.entrypoints import worker
@@ -50,7 +51,9 @@ async def test_payments_and_refunds_are_recorded_with_who_where_and_what(
     assert created.outcome == "success"
     assert created.request_id == paid.headers["request-id"]
     assert created.ip == "127.0.0.1"
-    assert created.details == {"amount": 2000, "currency": "usd", "confirm": True}
+    assert created.details["amount"] == 2000
+    assert created.details["confirm"] is True
+    assert created.details["status"] == "succeeded"  # recorded once the gateway answered
     assert created.livemode is False
     refunded = by_type[AuditTag.REFUND_CREATE]
     assert refunded.resource_id == refund.json()["id"]
@@ -358,11 +361,11 @@ async def test_a_failing_worker_loop_does_not_stop_the_sequencer(
     assert done["sequenced"] == 1
 
 
-async def test_the_gateways_answer_is_recorded_with_its_outcome(
+async def test_one_event_per_request_with_the_gateways_outcome(
     container: Container, client: httpx.AsyncClient
 ) -> None:
-    """The request's event says what was asked; a second event, written where the answer is
-    applied, says what came of it: a decline is a failure."""
+    """A request that calls the gateway is recorded once, where the answer is applied, so its
+    outcome is the real one: a decline is a failure, with its codes."""
     paid = (await client.post("/v1/payment_intents", json=PAY)).json()
     declined = await client.post(
         "/v1/payment_intents", json={**PAY, "payment_method": "tok_chargeDeclined"}
@@ -370,12 +373,28 @@ async def test_the_gateways_answer_is_recorded_with_its_outcome(
     assert declined.status_code == 402
     refund = (await client.post("/v1/refunds", json={"payment_intent": paid["id"]})).json()
 
-    results = [r for r in await audit_rows(container) if r.event_type.startswith("gateway:")]
-    assert [(r.event_type, r.outcome, r.resource_id) for r in results] == [
-        (AuditTag.GATEWAY_AUTHORIZE, "success", paid["id"]),
-        (AuditTag.GATEWAY_AUTHORIZE, "failure", declined.json()["error"]["payment_intent"]),
-        (AuditTag.GATEWAY_REFUND, "success", refund["id"]),
+    rows = [r for r in await audit_rows(container) if r.actor_type == "api_key"]
+    assert [(r.event_type, r.outcome, r.resource_id) for r in rows] == [
+        (AuditTag.PAYMENT_INTENT_CREATE, "success", paid["id"]),
+        (AuditTag.PAYMENT_INTENT_CREATE, "failure", declined.json()["error"]["payment_intent"]),
+        (AuditTag.REFUND_CREATE, "success", refund["id"]),
     ]
-    assert results[0].actor_type == "system"
-    assert results[0].details["status"] == "succeeded"
-    assert results[1].details["decline_code"] == "generic_decline"
+    assert rows[1].details["decline_code"] == "generic_decline"
+    assert rows[2].details["status"] == "succeeded"
+
+
+async def test_a_request_finished_by_the_recovery_loop_is_recorded_as_its_caller(
+    container: Container, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    container.sandbox.inject(Fault.TIMEOUT_AFTER_CHARGE)
+    lost = await client.post("/v1/payment_intents", json=PAY)
+    assert lost.status_code == 502
+    assert not [r for r in await audit_rows(container) if r.actor_type == "api_key"]
+    clock.advance(minutes=5)
+    assert (await worker.run_once(container))["recovered"] == 1
+
+    (event,) = [r for r in await audit_rows(container) if r.actor_type == "api_key"]
+    assert event.event_type == AuditTag.PAYMENT_INTENT_CREATE
+    assert event.outcome == "success"
+    assert event.request_id == lost.headers["request-id"]  # who asked, from where
+    assert event.ip == "127.0.0.1"

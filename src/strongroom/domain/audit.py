@@ -25,11 +25,6 @@ class AuditTag(StrEnum):
     PAYMENT_INTENT_CAPTURE = "api:payment_intent:capture"
     PAYMENT_INTENT_CANCEL = "api:payment_intent:cancel"
     REFUND_CREATE = "api:refund:create"
-    # The gateway's answer, applied in phase 2 (by the request, or by the recovery loop):
-    GATEWAY_AUTHORIZE = "gateway:payment_intent:authorize"
-    GATEWAY_CAPTURE = "gateway:payment_intent:capture"
-    GATEWAY_VOID = "gateway:payment_intent:void"
-    GATEWAY_REFUND = "gateway:refund:refund"
     API_KEY_AUTHENTICATE = "api:api_key:authenticate"
     AUDIT_LOG_READ = "api:audit_log:read"
     API_KEY_CREATE = "cli:api_key:create"
@@ -42,7 +37,7 @@ class AuditTag(StrEnum):
 class ActorType(StrEnum):
     API_KEY = "api_key"
     USER = "user"
-    SYSTEM = "system"  # the CLI run by an operator on the host, a worker loop, Strongroom itself
+    SYSTEM = "system"  # the CLI run by an operator on the host, or a worker loop
     ANONYMOUS = "anonymous"  # e.g. a request whose credentials were refused
 
 
@@ -58,7 +53,6 @@ class Actor:
 
 
 SYSTEM = Actor(ActorType.SYSTEM, "cli")
-STRONGROOM = Actor(ActorType.SYSTEM, "strongroom")  # applying a gateway's answer
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from strongroom.adapters.db.audit_store import AuditStore, LoggedEvent, TreeHead
-from strongroom.adapters.db.repository import Repository
 from strongroom.domain import merkle
 from strongroom.domain.audit import (
     NO_ORIGIN,
@@ -105,20 +104,6 @@ class AuditLog:
             resource=resource,
             details=details,
         )
-
-    async def record_payment(
-        self,
-        repo: Repository,
-        caller: Caller,
-        tag: AuditTag,
-        resource: tuple[str, str],
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        """A payment operation, in its own transaction; skipped when payment events are off."""
-        if self.payment_events:
-            await repo.add_audit_event(
-                self.by_caller(caller, tag, resource=resource, details=details)
-            )
 
     async def record_alone(self, event: AuditEvent) -> None:
         """For events with no change to ride along with (a refused login, a read of the log)."""

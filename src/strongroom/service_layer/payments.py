@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from strongroom.adapters.gateways.port import Gateway, GatewayOutcomeUnknown
-from strongroom.domain.audit import STRONGROOM, AuditTag
+from strongroom.domain.audit import Actor, ActorType, AuditTag, Origin
 from strongroom.domain.audit import Outcome as AuditOutcome
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import (
@@ -60,6 +60,7 @@ Outcome = PaymentIntent | Refund | StrongroomError
 # Phase 1 of confirm, capture or cancel: the operation to drive, or None when done already.
 Starter = Callable[[Transaction, PaymentIntent, datetime], Awaitable[GatewayOperation | None]]
 
+_AUDIT = "audit"  # the key in an operation's request that carries its request's audit record
 GATEWAY_UNAVAILABLE = (
     "The payment gateway did not answer in time. The outcome will be settled automatically; "
     "retry with the same Idempotency-Key to get it."
@@ -185,15 +186,16 @@ class Payments:
                     op = self._confirm_operation(pi, None, now)
                 # One INSERT of the intent in its final phase-1 state, then its operation.
                 await tx.repo.add_payment_intent(pi, now)
-                if op is not None:
-                    await tx.repo.add_operation(op)
-                await self.audit.record_payment(
-                    tx.repo,
+                await self._audit_request(
+                    tx,
                     caller,
+                    op,
                     AuditTag.PAYMENT_INTENT_CREATE,
                     ("payment_intent", pi.id),
                     {"amount": amount, "currency": currency, "confirm": cmd.confirm},
                 )
+                if op is not None:
+                    await tx.repo.add_operation(op)
             if op is None and idem:
                 await idem.finish(tx, settled or pi)
             await tx.commit()
@@ -310,9 +312,9 @@ class Payments:
             else:
                 op = await start(tx, pi, now)
                 await tx.repo.save_payment_intent(pi, now)
+                await self._audit_request(tx, caller, op, tag, ("payment_intent", pi.id))
                 if op is not None:
                     await tx.repo.add_operation(op)
-                await self.audit.record_payment(tx.repo, caller, tag, ("payment_intent", pi.id))
             if op is None and idem:
                 await idem.finish(tx, settled or pi)
             await tx.commit()
@@ -387,19 +389,6 @@ class Payments:
                     op = await tx.repo.operation_for_refund(refund.id)
             else:
                 refund, op = await self._begin_refund(tx, caller, cmd, refund_id, now)
-                # Refunds move money out: always audited, whatever audit_payment_events says.
-                await tx.repo.add_audit_event(
-                    self.audit.by_caller(
-                        caller,
-                        AuditTag.REFUND_CREATE,
-                        resource=("refund", refund.id),
-                        details={
-                            "payment_intent": refund.payment_intent_id,
-                            "amount": refund.amount,
-                            "currency": refund.currency,
-                        },
-                    )
-                )
             if op is None and idem:
                 await idem.finish(tx, refund)
             await tx.commit()
@@ -437,6 +426,14 @@ class Payments:
         )
         await tx.repo.save_payment_intent(pi, now)
         await tx.repo.add_refund(refund, now)
+        await self._audit_request(
+            tx,
+            caller,
+            op,
+            AuditTag.REFUND_CREATE,
+            ("refund", refund.id),
+            {"payment_intent": pi.id, "amount": amount, "currency": pi.currency},
+        )
         await tx.repo.add_operation(op)
         return refund, op
 
@@ -558,33 +555,60 @@ class Payments:
         await self._record_result(tx, op, pi, answer)
         return outcome
 
+    async def _audit_request(
+        self,
+        tx: Transaction,
+        caller: c.Caller,
+        op: GatewayOperation | None,
+        tag: AuditTag,
+        resource: tuple[str, str],
+        details: dict[str, object] | None = None,
+    ) -> None:
+        """One audit event per request, with its real outcome. A request that calls the
+        gateway is recorded where the answer is applied (phase 2, by the request or by the
+        recovery loop), so the event says what came of it; who asked, and from where, travel
+        with the operation until then. Any other request is recorded now, in its transaction.
+        Refunds are always recorded; other payment operations per audit_payment_events."""
+        if tag is not AuditTag.REFUND_CREATE and not self.audit.payment_events:
+            return
+        if op is None:
+            event = self.audit.by_caller(caller, tag, resource=resource, details=details)
+            await tx.repo.add_audit_event(event)
+            return
+        op.request[_AUDIT] = {
+            "tag": str(tag),
+            "key_id": caller.key_id,
+            "ip": caller.origin.ip,
+            "request_id": caller.origin.request_id,
+            "resource": list(resource),
+            "details": details or {},
+        }
+
     async def _record_result(
         self, tx: Transaction, op: GatewayOperation, pi: PaymentIntent, answer: GatewayAnswer
     ) -> None:
-        """The gateway's answer as an audit event, in the transaction that applies it: the
-        request's own event (phase 1) says what was asked, this one what came of it."""
-        tag = _RESULT_TAGS[op.kind]
-        if tag is not AuditTag.GATEWAY_REFUND and not self.audit.payment_events:
-            return
-        details: dict[str, object] = {
-            "operation": op.id,
-            "amount": op.amount,
-            "currency": op.currency,
-            "status": pi.status if op.kind is not OperationKind.REFUND else None,
-        }
+        """The request's audit event, now that the gateway's answer is applied: a decline is a
+        failure, with its codes."""
+        asked = op.request.get(_AUDIT)
+        if not isinstance(asked, dict):
+            return  # not audited (audit_payment_events off when the request came in)
+        details = {**asked["details"], "operation": op.id, "status": str(pi.status)}
+        if op.refund_id:
+            details["status"] = "failed" if isinstance(answer, Declined) else "succeeded"
         if isinstance(answer, Declined):
             details |= {"code": answer.code, "decline_code": answer.decline_code}
-        resource = ("refund", op.refund_id) if op.refund_id else ("payment_intent", pi.id)
+        resource_type, resource_id = asked["resource"]
         await tx.repo.add_audit_event(
             self.audit.event(
-                tag,
-                actor=STRONGROOM,
+                AuditTag(asked["tag"]),
+                actor=Actor(ActorType.API_KEY, asked["key_id"]),
                 outcome=AuditOutcome.FAILURE
                 if isinstance(answer, Declined)
                 else AuditOutcome.SUCCESS,
                 merchant_id=op.merchant_id,
                 livemode=pi.livemode,
-                resource=resource,
+                origin=Origin(asked["ip"], asked["request_id"]),
+                resource=(resource_type, resource_id),
                 details={k: v for k, v in details.items() if v is not None},
             )
         )
@@ -637,11 +661,3 @@ def settled_outcome(pi: PaymentIntent) -> PaymentIntent | CardError:
             payment_intent_id=pi.id,
         )
     return pi
-
-
-_RESULT_TAGS = {
-    OperationKind.AUTHORIZE: AuditTag.GATEWAY_AUTHORIZE,
-    OperationKind.CAPTURE: AuditTag.GATEWAY_CAPTURE,
-    OperationKind.VOID: AuditTag.GATEWAY_VOID,
-    OperationKind.REFUND: AuditTag.GATEWAY_REFUND,
-}
