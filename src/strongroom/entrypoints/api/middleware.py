@@ -33,7 +33,7 @@ class EdgeMiddleware:
             if body is None:
                 await self._too_large(send_with_id, request_id)
                 return
-            receive = _replay(body)
+            receive = replay_body(body)
         await self.app(scope, receive, send_with_id)
 
     async def _read_capped(self, receive: Receive) -> bytes | None:
@@ -60,21 +60,21 @@ class EdgeMiddleware:
             f"Request bodies may be at most {self.max_body_bytes} bytes.",
             request_id,
         ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        # The rest of the body was never read: close rather than leave it in the connection.
+        await send_error(send, 413, body, close=True)
 
 
-def _replay(body: bytes) -> Receive:
+async def send_error(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    """A JSON error response sent straight from middleware, before any route runs."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def replay_body(body: bytes) -> Receive:
+    """A `receive` that hands the app a body already read, so middleware can inspect it."""
     sent = False
 
     async def receive() -> Message:

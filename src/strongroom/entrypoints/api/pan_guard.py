@@ -13,9 +13,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from strongroom.domain.pan import contains_pan
+from strongroom.entrypoints.api.middleware import replay_body, send_error
 from strongroom.entrypoints.api.rendering import error_payload
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,7 @@ class PanGuard:
         where = find_in_head(scope)
         if where is None and scope["method"] in _BODY_METHODS:
             body = await _read(receive)
-            receive = _replay(body)
+            receive = replay_body(body)
             where = find_in_body(body, _content_type(scope))
         if where is None:
             await self.app(scope, receive, send)
@@ -259,31 +260,8 @@ async def _read(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
-
-
 async def _refuse(send: Send, where: str, request_id: str) -> None:
     body = error_payload(
         "invalid_request_error", "pan_detected", MESSAGE, request_id, param=where
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 400, body)
