@@ -335,3 +335,13 @@ def test_the_leak_scan_finds_card_numbers_in_any_spelling(text: str) -> None:
 )
 def test_the_leak_scan_passes_near_misses(text: str) -> None:
     assert leak_scan.scan_text(text, "t") == []
+
+
+def test_the_leak_scan_reads_pg_dump_columns_apart() -> None:
+    """Numeric columns side by side in COPY data are not one card number; a card number in
+    one column still is."""
+    row = "pi_1\t3764\t7012\t3456\t2611\t2026-01-01 12:00:00+00\n"  # amounts, not a card
+    assert leak_scan.find_card_numbers(row)  # read naively, the columns run together
+    assert not leak_scan.find_card_numbers(leak_scan.columns_apart(row))
+    planted = "pi_2\t4242 4242 4242 4242\t2000\n"
+    assert leak_scan.find_card_numbers(leak_scan.columns_apart(planted))
