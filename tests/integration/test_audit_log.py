@@ -398,3 +398,26 @@ async def test_a_request_finished_by_the_recovery_loop_is_recorded_as_its_caller
     assert event.outcome == "success"
     assert event.request_id == lost.headers["request-id"]  # who asked, from where
     assert event.ip == "127.0.0.1"
+
+
+async def test_an_idle_sequencer_takes_no_write_transaction(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a write transaction takes the database's one write lock; an idle worker must
+    not take it every second."""
+    await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    assert await sequence(container) >= 1
+    writes = 0
+    transaction = container.uow.transaction
+
+    def counted() -> Any:
+        nonlocal writes
+        writes += 1
+        return transaction()
+
+    monkeypatch.setattr(container.uow, "transaction", counted)
+    assert await sequence(container) == 0
+    assert writes == 0
+    await container.audit.record_alone(container.audit.event(AuditTag.API_KEY_CREATE))
+    assert await sequence(container) == 1  # record_alone's own write, then the pass's
+    assert writes == 2

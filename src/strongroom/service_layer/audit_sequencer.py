@@ -111,6 +111,8 @@ class Sequencer:
         sequencer rolls back and integrates nothing (the next pass catches up)."""
         sweep = self._passes % self.sweep_every == 0
         self._passes += 1
+        if not sweep and not await self._anything_new():
+            return 0
         frontier = self._frontier
         self._frontier = None  # restored only after a commit: the in-memory copy mutates
         try:
@@ -123,6 +125,14 @@ class Sequencer:
             raise
         self._frontier = frontier
         return count
+
+    async def _anything_new(self) -> bool:
+        """A read first, so an idle log costs no write transaction: on SQLite each one would
+        take the database's single write lock away from payments, every second."""
+        async with self.uow.reading() as repo:
+            store = AuditStore(repo.conn)
+            floor = max(0, await store.max_integrated_seq() - self.lookback)
+            return bool(await store.pending(after_seq=floor, limit=1))
 
     async def _pass(
         self, frontier: merkle.Frontier | None, sweep: bool
