@@ -136,21 +136,18 @@ class AuditLog:
         await self._record_read(caller, "events")
         return rows[:limit], len(rows) > limit
 
-    async def tree_head(self, caller: Caller, tree_size: int | None = None) -> TreeHead:
-        """The latest signed tree head, or the one of exactly `tree_size`."""
+    async def tree_head(self, caller: Caller, tree_size: int | None = None) -> tuple[TreeHead, str]:
+        """The latest signed tree head, or the one of exactly `tree_size`, with the Ed25519
+        public key (hex) that signed it."""
         async with self.uow.reading() as repo:
             store = AuditStore(repo.conn)
-            head = await (store.latest_head() if tree_size is None else store.head(tree_size))
+            head = await store.head(tree_size)
+            public_key = await store.public_key(head.key_id) if head is not None else ""
         await self._record_read(caller, "tree_head")
         if head is None:
             which = "yet" if tree_size is None else f"of size {tree_size}"
             raise ResourceMissing(f"No signed tree head {which}.", param="tree_size")
-        return head
-
-    async def public_keys(self) -> dict[str, str]:
-        """Signing key id → Ed25519 public key (hex), for clients checking tree heads."""
-        async with self.uow.reading() as repo:
-            return {r.id: r.public_key for r in await AuditStore(repo.conn).signing_keys()}
+        return head, public_key
 
     async def inclusion(
         self, caller: Caller, event_id: str, tree_size: int | None
@@ -192,7 +189,7 @@ class AuditLog:
     async def _signed_size(self, store: AuditStore, tree_size: int | None) -> int:
         """`tree_size`, checked to be a size some signed tree head has (default: the latest), so
         every proof served can be checked against a signature."""
-        head = await (store.latest_head() if tree_size is None else store.head(tree_size))
+        head = await store.head(tree_size)
         if head is None:
             raise InvalidRequest(
                 f"No signed tree head has tree_size {tree_size}."

@@ -103,9 +103,8 @@ def _logged(row: Row[Any]) -> LoggedEvent:
     )
 
 
-_WITH_LEAF = select(_ev, _lv.c.leaf_index, _lv.c.leaf_hash).select_from(
-    _ev.outerjoin(_lv, _lv.c.event_seq == _ev.c.seq)
-)
+_EVENTS_AND_LEAVES = _ev.outerjoin(_lv, _lv.c.event_seq == _ev.c.seq)  # leaf columns None: pending
+_WITH_LEAF = select(_ev, _lv.c.leaf_index, _lv.c.leaf_hash).select_from(_EVENTS_AND_LEAVES)
 
 
 class AuditStore:
@@ -131,7 +130,7 @@ class AuditStore:
         """Committed events not yet in the tree, oldest first, among those after `after_seq`."""
         rows = await self.conn.execute(
             select(_ev)
-            .select_from(_ev.outerjoin(_lv, _lv.c.event_seq == _ev.c.seq))
+            .select_from(_EVENTS_AND_LEAVES)
             .where(_lv.c.leaf_index.is_(None), _ev.c.seq > after_seq)
             .order_by(_ev.c.seq)
             .limit(limit)
@@ -144,7 +143,7 @@ class AuditStore:
         """Events outside the tree that occurred before `moment` and sit below `below_seq`."""
         rows = await self.conn.execute(
             select(_ev)
-            .select_from(_ev.outerjoin(_lv, _lv.c.event_seq == _ev.c.seq))
+            .select_from(_EVENTS_AND_LEAVES)
             .where(_lv.c.leaf_index.is_(None), _ev.c.occurred_at < moment, _ev.c.seq < below_seq)
             .order_by(_ev.c.seq)
             .limit(limit)
@@ -153,9 +152,7 @@ class AuditStore:
 
     async def count_pending(self) -> int:
         query = (
-            select(func.count())
-            .select_from(_ev.outerjoin(_lv, _lv.c.event_seq == _ev.c.seq))
-            .where(_lv.c.leaf_index.is_(None))
+            select(func.count()).select_from(_EVENTS_AND_LEAVES).where(_lv.c.leaf_index.is_(None))
         )
         return int((await self.conn.execute(query)).scalar() or 0)
 
@@ -245,7 +242,10 @@ class AuditStore:
         row = (await self.conn.execute(query)).first()
         return _head_from_row(row) if row is not None else None
 
-    async def head(self, tree_size: int) -> TreeHead | None:
+    async def head(self, tree_size: int | None) -> TreeHead | None:
+        """The head of exactly `tree_size`, or the latest when it is None."""
+        if tree_size is None:
+            return await self.latest_head()
         row = (await self.conn.execute(select(_th).where(_th.c.tree_size == tree_size))).first()
         return _head_from_row(row) if row is not None else None
 
@@ -270,6 +270,11 @@ class AuditStore:
             select(t.audit_signing_keys).order_by(t.audit_signing_keys.c.created_at)
         )
         return list(rows)
+
+    async def public_key(self, key_id: str) -> str:
+        keys = t.audit_signing_keys
+        query = select(keys.c.public_key).where(keys.c.id == key_id)
+        return str((await self.conn.execute(query)).scalar_one())
 
     async def add_signing_key(self, values: dict[str, Any]) -> None:
         await self.conn.execute(t.audit_signing_keys.insert().values(**values))

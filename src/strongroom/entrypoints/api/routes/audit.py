@@ -74,21 +74,21 @@ async def list_events(
     )
 
 
-async def _head_out(container: ContainerDep, head: TreeHead) -> TreeHeadOut:
-    keys = await container.audit.public_keys()
+def _head_out(signed: tuple[TreeHead, str]) -> TreeHeadOut:
+    head, public_key = signed
     return TreeHeadOut(
         tree_size=head.tree_size,
         root_hash=head.root_hash.hex(),
         timestamp=head.timestamp_ms,
         key_id=head.key_id,
-        public_key=keys[head.key_id],
+        public_key=public_key,
         signature=head.signature.hex(),
     )
 
 
 @router.get("/tree_heads/latest", response_model=TreeHeadOut, responses=errors(*READ))
 async def latest_tree_head(caller: CallerDep, container: ContainerDep) -> Response:
-    return _json(await _head_out(container, await container.audit.tree_head(caller)))
+    return _json(_head_out(await container.audit.tree_head(caller)))
 
 
 @router.get("/tree_heads", response_model=TreeHeadOut, responses=errors(*READ))
@@ -98,7 +98,7 @@ async def tree_head(
     tree_size: Annotated[int, Query(ge=1, le=2**62)],
 ) -> Response:
     """The signed tree head of exactly `tree_size` entries."""
-    return _json(await _head_out(container, await container.audit.tree_head(caller, tree_size)))
+    return _json(_head_out(await container.audit.tree_head(caller, tree_size)))
 
 
 @router.get("/events/{event_id}/proof", response_model=InclusionProofOut, responses=errors(*READ))
