@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 import structlog
@@ -17,10 +17,8 @@ import structlog
 from strongroom.bootstrap import Container, bootstrap
 from strongroom.domain.errors import StrongroomError
 from strongroom.entrypoints import logs
+from strongroom.service_layer.keyring import DEFAULT_BATCH_SIZE, KeyRotation
 from strongroom.service_layer.merchants import IssuedKey, KeyKind
-
-if TYPE_CHECKING:
-    from strongroom.service_layer.keyring import KeyRotation
 from strongroom.settings import Settings
 
 T = TypeVar("T")
@@ -208,14 +206,13 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
     _emit(as_json, {"id": key_id, "revoked": True}, f"Revoked {key_id}.")
 
 
-def _key_rotation(container: Container, batch_size: int | None = None) -> KeyRotation:
-    from strongroom.service_layer.keyring import DEFAULT_BATCH_SIZE, KeyRotation
-
+def _key_rotation(container: Container, batch_size: int = DEFAULT_BATCH_SIZE) -> KeyRotation:
     return KeyRotation(
         container.uow,
         container.envelope,
         audit=container.audit,
-        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        batch_size=batch_size,
+        clock=container.clock,
     )
 
 
@@ -226,7 +223,9 @@ def _key_rotation(container: Container, batch_size: int | None = None) -> KeyRot
     help="Finish an interrupted rotation: re-wrap what is not on the current version, "
     "without making another.",
 )
-@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1)
+)
 @json_option
 def keys_rotate(resume: bool, batch_size: int, as_json: bool) -> None:
     """Make a new master key version and re-wrap every stored data key under it, online, in

@@ -32,9 +32,7 @@ class AuditLogDamaged(RuntimeError):
 
 
 def signing_key_binding(key_id: str) -> Binding:
-    return Binding(
-        table=t.audit_signing_keys.name, column="private_key", row_id=key_id, merchant_id=""
-    )
+    return Binding.for_row(t.audit_signing_keys, "private_key", key_id)
 
 
 def public_hex(key: Ed25519PrivateKey) -> str:

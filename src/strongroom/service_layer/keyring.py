@@ -350,16 +350,17 @@ class KeyRotation:
         summary: RotationSummary,
         progress: Callable[[RotationProgress], None] | None,
     ) -> None:
-        total = await self._count(column)
+        total = await self._count(column) if progress is not None else 0  # only bars need it
         checked = rewrapped = 0
         async for batch in self._batches(column):
             updates: list[tuple[_Row, SealedValue]] = []
             for row in batch:
                 binding = column.binding(row.row_id, row.merchant_id)
                 try:
-                    if SealedValue.decode(row.text).key_version == summary.version:
+                    value = SealedValue.decode(row.text)
+                    if value.key_version == summary.version:
                         continue
-                    updates.append((row, await self.envelope.rewrap(row.text, binding)))
+                    updates.append((row, await self.envelope.rewrap(value, binding)))
                 except (MalformedSealedValue, DecryptionFailed):
                     summary.unreadable.append(f"{column.name} row {row.row_id}")
             written = await self._write(column, updates)
