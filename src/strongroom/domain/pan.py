@@ -186,7 +186,7 @@ def redact_pans(text: str) -> str:
     at = 0
     for match in found:
         parts.append(text[at : match.start])
-        parts.append(mask_pan(match.digits))
+        parts.append(match.masked)
         at = match.end
     parts.append(text[at:])
     return "".join(parts)

@@ -63,7 +63,6 @@ SENSITIVE_KEYS = frozenset(
         "mfa_code",
     }
 )
-_SENSITIVE_SUFFIXES = ("_password", "_secret", "_secret_key", "_api_key", "_token", "_cvc", "_cvv")
 # Words that make any field name holding them sensitive, wherever they sit in it ("cvc_code",
 # "card_cvc", "dbPassword", "x_api_key", "token_type": when in doubt, redacted).
 _SENSITIVE_WORDS = re.compile(
@@ -71,7 +70,7 @@ _SENSITIVE_WORDS = re.compile(
     r"|security_?code|card_?num"
 )
 # …and whole words that do, as a part of a name split on '_' ("pan_last", "otp_code").
-_SENSITIVE_PARTS = frozenset({"pan", "cvc2", "cvv2", "csc", "cid", "otp", "totp", "pin", "pwd"})
+_SENSITIVE_PARTS = frozenset({"pan", "csc", "cid", "otp", "totp", "pin", "pwd"})
 
 # Secret and restricted API keys, webhook signing secrets, and bearer credentials.
 _SECRET = re.compile(r"\b((?:sk|rk)_(?:test|live)_)[A-Za-z0-9_-]+")
@@ -131,7 +130,6 @@ def is_sensitive(key: str) -> bool:
     name = key.lower().replace("-", "_")
     return (
         name in SENSITIVE_KEYS
-        or name.endswith(_SENSITIVE_SUFFIXES)
         or _SENSITIVE_WORDS.search(name) is not None
         or not _SENSITIVE_PARTS.isdisjoint(name.split("_"))
     )

@@ -28,30 +28,13 @@ class EdgeMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            body = await self._read_capped(receive)
+        if scope["method"] in BODY_METHODS:
+            body = await read_body(receive, limit=self.max_body_bytes)
             if body is None:
                 await self._too_large(send_with_id, request_id)
                 return
             receive = replay_body(body)
         await self.app(scope, receive, send_with_id)
-
-    async def _read_capped(self, receive: Receive) -> bytes | None:
-        """The whole body, or None once it passes the cap (nothing past it is buffered)."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         body = error_payload(
@@ -62,6 +45,27 @@ class EdgeMiddleware:
         ).encode()
         # The rest of the body was never read: close rather than leave it in the connection.
         await send_error(send, 413, body, close=True)
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+async def read_body(receive: Receive, *, limit: int | None = None) -> bytes | None:
+    """The whole request body, or None once it passes `limit` (nothing past it is buffered)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 async def send_error(send: Send, status: int, body: bytes, *, close: bool = False) -> None:

@@ -16,7 +16,7 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from strongroom.domain.pan import contains_pan
-from strongroom.entrypoints.api.middleware import replay_body, send_error
+from strongroom.entrypoints.api.middleware import BODY_METHODS, read_body, replay_body, send_error
 from strongroom.entrypoints.api.rendering import error_payload
 
 log = structlog.get_logger(__name__)
@@ -26,8 +26,6 @@ MESSAGE = (
     "tokenize the card in the browser with your gateway (Stripe Elements, Braintree Drop-in or "
     "the sandbox's hosted fields) and send the token as payment_method instead."
 )
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_FORM = "application/x-www-form-urlencoded"
 # A JSON number in exponent form (4.242424242424242e15, 42424242424242420e-1) does not show
 # its digits in the raw text. Only a number token counts: not the "8e0" of a hex id.
 _EXPONENT = re.compile(r"[0-9][eE][+-]?[0-9]+(?![0-9A-Za-z_.])")
@@ -49,8 +47,9 @@ class PanGuard:
             await self.app(scope, receive, send)
             return
         where = find_in_head(scope)
-        if where is None and scope["method"] in _BODY_METHODS:
-            body = await _read(receive)
+        if where is None and scope["method"] in BODY_METHODS:
+            # EdgeMiddleware, outside, has read and capped the body: this is its replay.
+            body = await read_body(receive) or b""
             receive = replay_body(body)
             where = find_in_body(body, _content_type(scope))
         if where is None:
@@ -246,18 +245,6 @@ def _content_type(scope: Scope) -> str:
         if name == b"content-type":
             return str(value.decode("latin-1").lower())
     return ""
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _refuse(send: Send, where: str, request_id: str) -> None:
