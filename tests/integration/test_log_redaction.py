@@ -257,6 +257,11 @@ def spaced_visa() -> str:
         ("{'db_password': 'correct horse'}", "{'db_password': '[REDACTED]'}"),
         ('{"api_key": "a \\"quoted\\" key"}', '{"api_key": "[REDACTED]"}'),
         ("using basic auth; shipping: ups", "using basic auth; shipping: ups"),
+        # A part-word ("pin" in "spinach") before the real one must not hide it.
+        ("spinach_password=hunter2", "spinach_password=[REDACTED]"),
+        ("shipping_token=abc", "shipping_token=[REDACTED]"),
+        ("pinned_secret: x", "pinned_secret: [REDACTED]"),
+        ("spinach=3", "spinach=3"),
     ],
 )
 def test_credentials_in_free_text_are_redacted(text: str, expected: str, lines: Any) -> None:

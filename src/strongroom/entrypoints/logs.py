@@ -107,8 +107,10 @@ _KEY_VALUE = re.compile(
 
 def _key_value(match: re.Match[str]) -> str:
     key = match.group(1).rstrip("'\": \t\n=").lower().replace("-", "_")
-    words = _KEY_WORDS.search(key)
-    if words is None or (words.group() in _KEY_PARTS and _KEY_PARTS.isdisjoint(key.split("_"))):
+    # Every word, not just the first: "spinach_password" holds "pin" (not a whole word there)
+    # before "passw".
+    words = {w.group() for w in _KEY_WORDS.finditer(key)}
+    if not words or (words <= _KEY_PARTS and _KEY_PARTS.isdisjoint(key.split("_"))):
         return match.group()
     value = match.group(2)
     quote = value[0] if value[0] in "'\"" else ""
