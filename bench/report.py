@@ -308,11 +308,8 @@ def main() -> int:
             None if audit_ratio is None else audit_ratio >= TARGET_AUDIT_RATIO,
         )
     )
-    lag = (
-        json.loads((results / "audit-lag.json").read_text())
-        if (results / "audit-lag.json").exists()
-        else None
-    )
+    lag_path = results / "audit-lag.json"
+    lag = json.loads(lag_path.read_text()) if lag_path.exists() else None
     if lag is None:
         problems.append("audit-lag.json is missing")
     targets.append(
