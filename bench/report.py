@@ -26,6 +26,7 @@ TARGET_P99_MS = 50.0
 TARGET_KEY_RATIO = 0.9  # payments/s with key / without
 TARGET_AUDIT_RATIO = 0.85  # payments/s with payment audit events / without
 TARGET_LAG_S = 2.0  # the audit sequencer's lag behind committed events
+TARGET_REPORTS_RATIO = 0.85  # payments/s while a reporting dashboard loads / without
 
 RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"))
 CPU_GROUPS = ("server", "postgres", "postgres_other", "wrk", "pgbench", "py-spy")
@@ -34,6 +35,28 @@ BUSY_ELSEWHERE = 0.25  # cores of other work on the machine that make a run susp
 
 class ParseError(Exception):
     pass
+
+
+def alternating(
+    results: Path, off: str, on: str, problems: list[str]
+) -> tuple[dict[str, list[WrkRun]], dict[str, float], float | None]:
+    """Slices run alternately with something off and on: each side's runs, its payments/s
+    over all its runs, and the on/off ratio (None when either side did not run)."""
+    slices = {
+        side: [parse_wrk(path) for path in sorted(results.glob(f"wrk-{side}-*.txt"))]
+        for side in (off, on)
+    }
+    for side_runs in slices.values():
+        for run in side_runs:
+            if run.errors:
+                problems.append(f"wrk {run.label}: {run.errors} errors")
+    rates = {
+        side: sum(r.ok for r in side_runs) / sum(r.seconds for r in side_runs)
+        for side, side_runs in slices.items()
+        if side_runs
+    }
+    ratio = rates[on] / rates[off] if len(rates) == 2 else None
+    return slices, rates, ratio
 
 
 @dataclass
@@ -286,20 +309,18 @@ def main() -> int:
         )
     )
 
-    slices = {
-        side: [parse_wrk(path) for path in sorted(results.glob(f"wrk-{side}-*.txt"))]
-        for side in ("noaudit", "audit")
-    }
-    for side_runs in slices.values():
-        for run in side_runs:
-            if run.errors:
-                problems.append(f"wrk {run.label}: {run.errors} errors")
-    rates = {
-        side: sum(r.ok for r in side_runs) / sum(r.seconds for r in side_runs)
-        for side, side_runs in slices.items()
-        if side_runs
-    }
-    audit_ratio = rates["audit"] / rates["noaudit"] if len(rates) == 2 else None
+    slices, rates, audit_ratio = alternating(results, "noaudit", "audit", problems)
+    report_slices, report_rates, reports_ratio = alternating(
+        results, "noreports", "reports", problems
+    )
+    targets.append(
+        (
+            "payments/s while reports run / without",
+            reports_ratio,
+            f">= {TARGET_REPORTS_RATIO}",
+            None if reports_ratio is None else reports_ratio >= TARGET_REPORTS_RATIO,
+        )
+    )
     targets.append(
         (
             "payments/s audit events on / off",
@@ -329,6 +350,14 @@ def main() -> int:
         print(
             f"audit events off/on, alternating {len(slices['audit'])} rounds: "
             f"{rates['noaudit']:.1f} / {rates['audit']:.1f} payments/s (rounds: {shown})"
+        )
+    if reports_ratio is not None:
+        pairs = zip(report_slices["noreports"], report_slices["reports"], strict=False)
+        shown = ", ".join(f"{a.payments_per_s:.0f}/{b.payments_per_s:.0f}" for a, b in pairs)
+        print(
+            f"reports off/on, alternating {len(report_slices['reports'])} rounds: "
+            f"{report_rates['noreports']:.1f} / {report_rates['reports']:.1f} payments/s "
+            f"(rounds: {shown})"
         )
     if lag:
         print(
@@ -373,6 +402,7 @@ def main() -> int:
         },
         "pgbench": pgbench,
         "audit_rates": rates,
+        "reports_rates": report_rates,
         "audit_lag": {k: v for k, v in (lag or {}).items() if k != "values"},
         "audit_verify": verify,
         "cpu_cores": cpu,

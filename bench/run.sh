@@ -19,6 +19,9 @@
 #   BENCH_SECONDS=20  BENCH_WARMUP=5  BENCH_WORKERS=2  BENCH_CONNECTIONS=16  BENCH_THREADS=2
 #   BENCH_PGBENCH_SCALE=16  BENCH_PGHOST=127.0.0.1  BENCH_PGPORT=5432  BENCH_PGUSER=postgres
 #   BENCH_AUDIT_ENTRIES=1000000  BENCH_AUDIT_ROUNDS=4  BENCH_AUDIT_SLICE=8 (seconds)
+#   BENCH_REPORT_ROUNDS=3  BENCH_REPORT_RATE=4 (report requests/s during a "reports" slice)
+#   BENCH_REPORTS=0   skip bench/reports.py (1,000,000 payments: reporting store vs write store)
+#   BENCH_RELAY=0     skip bench/relay.py (outbox drain rate vs create rate, into JetStream)
 #   BENCH_STRICT=1    exit 1 when a target is missed (errors always exit 2)
 #   BENCH_PROFILE=1   afterwards, one more with-key run of BENCH_PROFILE_SECONDS (15) under
 #                     py-spy (installed into .venv if missing), summarised by bench/pyspy_summary.py;
@@ -45,6 +48,7 @@ PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
 AUDIT_ENTRIES="${BENCH_AUDIT_ENTRIES:-1000000}"
 AUDIT_ROUNDS="${BENCH_AUDIT_ROUNDS:-4}"
 AUDIT_SLICE="${BENCH_AUDIT_SLICE:-8}"
+REPORT_ROUNDS="${BENCH_REPORT_ROUNDS:-3}"
 
 case "$PGHOST_" in
   127.* | localhost | ::1) ;;
@@ -137,6 +141,7 @@ export STRONGROOM_DATABASE_URL="postgresql+asyncpg://$PGUSER_@$PGHOST_:$PGPORT_/
 export STRONGROOM_LOG_LEVEL="${STRONGROOM_LOG_LEVEL:-warning}"
 export STRONGROOM_ENV="${STRONGROOM_ENV:-development}"
 export STRONGROOM_KMS_URL="${STRONGROOM_KMS_URL:-local:///$OUT/keyring}" # $OUT is absolute
+export STRONGROOM_REPORTING_URL="${STRONGROOM_REPORTING_URL:-duckdb:///$OUT/reporting.duckdb}"
 
 "$BIN/strongroom" db upgrade >"$OUT/migrate.txt" 2>&1 || {
   cat "$OUT/migrate.txt" >&2
@@ -281,6 +286,17 @@ use_server base
 stop_server # the baseline server; the rest of the load goes to the audited one
 BASE_PID=""
 use_server audit
+
+# Reports are served from the reporting store, never the write store: the payment rate should
+# barely notice a dashboard asking for them (bench/report_load.py, BENCH_REPORT_RATE per second).
+log "reports: $REPORT_ROUNDS rounds of ${AUDIT_SLICE}s without, then with a reporting dashboard"
+for round in $(seq "$REPORT_ROUNDS"); do
+  run_wrk "noreports-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  "$PY" "$BENCH_DIR/report_load.py" "$URL" "$SK" "$AUDIT_SLICE" "$OUT/report-load-$round.json" &
+  load_pid=$!
+  run_wrk "reports-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  wait "$load_pid" || die "report_load.py failed"
+done
 log "create-and-confirm WITH Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
 "$PY" "$BENCH_DIR/audit_lag.py" "$APP_DB" "$SECONDS_PER_RUN" "$OUT/audit-lag.json" &
 lag_pid=$!
@@ -340,6 +356,18 @@ DBS_CREATED+=("$AUDIT_DB")
   "$PY" "$BENCH_DIR/audit_fill.py" "$AUDIT_ENTRIES" | tail -1
   "$BIN/strongroom" audit verify --json >"$OUT/audit-verify.json"
 ) || die "audit verify failed on the generated log: $(cat "$OUT/audit-verify.json" 2>/dev/null)"
+
+# --- events and reporting (issue 4) ---------------------------------------------------------------
+if [[ "${BENCH_RELAY:-1}" == 1 ]]; then
+  log "outbox relay: drain rate vs create rate (bench/relay.py)"
+  BENCH_PG_DSN="postgresql://$PGUSER_@$PGHOST_:$PGPORT_" "$PY" "$BENCH_DIR/relay.py" |
+    tee "$OUT/relay.txt" || die "bench/relay.py failed"
+fi
+if [[ "${BENCH_REPORTS:-1}" == 1 ]]; then
+  log "reports: 1,000,000 payments, reporting stores vs the write store (bench/reports.py)"
+  BENCH_PG_DSN="postgresql://$PGUSER_@$PGHOST_:$PGPORT_" "$PY" "$BENCH_DIR/reports.py" |
+    tee "$OUT/reports.txt" || die "bench/reports.py failed"
+fi
 
 # --- report -------------------------------------------------------------------------------------
 set +e

@@ -77,8 +77,20 @@ def kms_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, kms_url: str) -> Settings:
-    return Settings(database_url=database_url, env="test", db_pool_size=20, kms_url=kms_url)
+def reporting_url(tmp_path: Path) -> str:
+    """This test's own reporting store (never ./var/reporting.duckdb in the checkout)."""
+    return f"duckdb:///{tmp_path / 'reporting.duckdb'}"
+
+
+@pytest.fixture
+def settings(database_url: str, kms_url: str, reporting_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        env="test",
+        db_pool_size=20,
+        kms_url=kms_url,
+        reporting_url=reporting_url,
+    )
 
 
 @pytest.fixture

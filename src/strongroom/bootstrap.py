@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import timedelta
 
+from opentelemetry.sdk.trace.export import SpanExporter
+
 from strongroom.adapters.db.engine import Engines, create_engines
+from strongroom.adapters.events.port import EventBus, event_bus_from_url
 from strongroom.adapters.gateways.sandbox import SandboxGateway
+from strongroom.adapters.http.safe_client import SafeClient
 from strongroom.adapters.kms.envelope import Envelope
 from strongroom.adapters.kms.port import Keyring, keyring_from_url
+from strongroom.adapters.observability import Metrics, Tracing, tracing_from_settings
+from strongroom.adapters.reporting import reporting_store_from_url
 from strongroom.domain.clock import Clock, SystemClock
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.merchants import Merchants
+from strongroom.service_layer.outbox import Relay
 from strongroom.service_layer.payments import Payments
+from strongroom.service_layer.reporting import Reporting
 from strongroom.service_layer.unit_of_work import UnitOfWork
+from strongroom.service_layer.webhooks import Webhooks
 from strongroom.settings import Settings
 
 
@@ -33,16 +43,43 @@ class Container:
     keyring: Keyring  # master keys; files or KMS keys are made on first use, not here
     envelope: Envelope  # seals and opens every Sealed column
     sequencer: Sequencer  # the audit log's: run by the worker loops
+    bus: EventBus  # the event stream; consumers subscribe in bootstrap
+    relay: Relay  # outbox → event stream: run by the worker loops
+    metrics: Metrics  # this container's Prometheus registry, served at /metrics
+    tracing: Tracing  # spans for requests, worker passes and gateway calls (or none)
+    webhooks: Webhooks  # merchant webhooks: the stream's fan-out consumer and the delivery loop
+    reporting: Reporting  # the read side: the stream's `reporting` consumer and the reports
+
+    async def start(self) -> None:
+        """Connect what needs connecting before the worker loops run (the event stream)."""
+        await self.bus.start()
 
     async def aclose(self) -> None:
+        await self.bus.close()
+        await self.webhooks.aclose()
+        await self.reporting.close()
         await self.engines.dispose()
+        # Flushing buffered spans blocks on the exporter: off the event loop.
+        await asyncio.to_thread(self.tracing.shutdown)
 
 
-def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -> Container:
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Container:
+    """`span_exporter` replaces the exporter STRONGROOM_TRACING picks (tests collect spans in
+    memory with it); tracing 'off' still means no spans at all."""
     settings = settings or Settings()
     clock = clock or SystemClock()
+    tracing = tracing_from_settings(settings.tracing, exporter=span_exporter)
     engines = create_engines(settings.database_url, pool_size=settings.db_pool_size)
-    uow = UnitOfWork(engines)
+    # Events carry objects as the API shows them; imported here, not at the top, because the
+    # API package itself imports this module.
+    from strongroom.entrypoints.api.rendering import api_object
+
+    uow = UnitOfWork(engines, clock=clock, snapshot=api_object)
     audit = AuditLog(
         uow,
         clock,
@@ -60,6 +97,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -
         # one finishing it, and neither should be taken over while it is still working.
         recovery_lease=timedelta(seconds=settings.idempotency_lock_seconds),
         audit=audit,
+        tracing=tracing,
     )
     merchants = Merchants(
         uow,
@@ -70,6 +108,33 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -
     )
     keyring = keyring_from_url(settings.kms_url)
     envelope = Envelope(keyring)
+    bus = event_bus_from_url(settings.events_url)
+    metrics = Metrics()
+    webhooks = Webhooks(
+        uow,
+        envelope,
+        SafeClient(
+            allow_loopback=settings.webhook_allow_loopback,
+            connect_timeout=settings.webhook_connect_timeout_seconds,
+            read_timeout=settings.webhook_read_timeout_seconds,
+            max_response_bytes=settings.webhook_max_response_bytes,
+        ),
+        clock,
+        allow_loopback=settings.webhook_allow_loopback,
+        # Long enough for the slowest attempt (resolution, connect, read) and its recording,
+        # so a live worker never loses a delivery it is still sending.
+        lease=timedelta(
+            seconds=2 * settings.webhook_connect_timeout_seconds
+            + settings.webhook_read_timeout_seconds
+            + 30
+        ),
+        observe=metrics.record_webhook_delivery,
+        audit=audit,
+    )
+    bus.subscribe("webhooks", webhooks.handle)
+    # Reports are served from their own store; nothing is connected until first used.
+    reporting = Reporting(reporting_store_from_url(settings.reporting_url), engines, clock)
+    bus.subscribe("reporting", reporting.handle)
     return Container(
         settings,
         engines,
@@ -82,6 +147,12 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -
         keyring=keyring,
         envelope=envelope,
         sequencer=Sequencer(uow, clock, SigningKeys(envelope, clock)),
+        bus=bus,
+        relay=Relay(uow, bus, clock),
+        metrics=metrics,
+        tracing=tracing,
+        webhooks=webhooks,
+        reporting=reporting,
     )
 
 

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         description="Age of an unfinished gateway operation before the worker completes it.",
     )
     worker_interval_seconds: float = Field(1.0, gt=0, description="Worker loop poll interval.")
+    worker_batch_size: int = Field(
+        500, gt=0, description="Most events or deliveries one worker takes per pass of a loop."
+    )
     api_key_cache_seconds: float = Field(
         5,
         ge=0,
@@ -65,6 +68,42 @@ class Settings(BaseSettings):
         True,
         description="Record payment operations (create, confirm, capture, cancel) in the audit "
         "log. Security events (keys, refunds, failed logins, rotation) are always recorded.",
+    )
+    events_url: str = Field(
+        "memory://",
+        description="Event stream: memory:// (in-process) or nats://host:4222[?stream=NAME] "
+        "(NATS JetStream; the stream and durable consumers are created on start).",
+    )
+    reporting_url: str = Field(
+        "duckdb:///./var/reporting.duckdb",
+        description="Reporting store: duckdb:///<file> or clickhouse://host:9000/<database>.",
+    )
+    outbox_retention_hours: int = Field(
+        24, ge=1, description="How long published events stay in the outbox before pruning."
+    )
+    webhook_allow_loopback: bool = Field(
+        False,
+        description="Development only: let webhook endpoints point at loopback addresses "
+        "(refused when STRONGROOM_ENV=production).",
+    )
+    webhook_connect_timeout_seconds: float = Field(
+        5, gt=0, description="Connect timeout for a webhook delivery."
+    )
+    webhook_read_timeout_seconds: float = Field(
+        10, gt=0, description="Read timeout for a webhook delivery."
+    )
+    webhook_max_response_bytes: int = Field(
+        65_536, gt=0, description="Most of a receiver's response body read (and kept) per attempt."
+    )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off",
+        description="OpenTelemetry spans: off, console (stderr) or otlp (to the OTEL_EXPORTER_"
+        "OTLP_* endpoint).",
+    )
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token GET /metrics requires (empty: /metrics is open, as "
+        "Prometheus scrapes usually are).",
     )
     db_pool_size: int = Field(10, gt=0, description="Connections per process (PostgreSQL).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -82,6 +121,11 @@ class Settings(BaseSettings):
                 raise InsecureConfiguration(
                     "STRONGROOM_SECRET_KEY must be set to a random value of at least 32 "
                     "characters when STRONGROOM_ENV=production."
+                )
+            if self.webhook_allow_loopback:
+                raise InsecureConfiguration(
+                    "STRONGROOM_WEBHOOK_ALLOW_LOOPBACK is a development setting; it cannot be "
+                    "on when STRONGROOM_ENV=production."
                 )
         return self
 

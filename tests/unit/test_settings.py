@@ -39,3 +39,9 @@ def test_the_secret_never_shows_in_repr() -> None:
 def test_retention_below_24_hours_is_refused() -> None:
     with pytest.raises(ValueError, match="idempotency_retention_hours"):
         Settings(idempotency_retention_hours=23)
+
+
+def test_production_refuses_loopback_webhooks() -> None:
+    with pytest.raises(InsecureConfiguration, match="WEBHOOK_ALLOW_LOOPBACK"):
+        Settings(env="production", secret_key=SecretStr("x" * 40), webhook_allow_loopback=True)
+    assert Settings(env="development", webhook_allow_loopback=True).webhook_allow_loopback

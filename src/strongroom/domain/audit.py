@@ -32,6 +32,10 @@ class AuditTag(StrEnum):
     KEYRING_ROTATE = "cli:keyring:rotate"
     KEYRING_RETIRE = "cli:keyring:retire"
     WEBHOOK_VERIFY = "webhook:signature:verify"
+    WEBHOOK_ENDPOINT_CREATE = "api:webhook_endpoint:create"
+    WEBHOOK_ENDPOINT_UPDATE = "api:webhook_endpoint:update"
+    WEBHOOK_ENDPOINT_DELETE = "api:webhook_endpoint:delete"
+    WEBHOOK_SECRET_ROTATE = "api:webhook_endpoint:rotate_secret"  # noqa: S105 - a tag
 
 
 class ActorType(StrEnum):

@@ -15,6 +15,7 @@ from typing import Any
 
 from strongroom.domain import ledger
 from strongroom.domain.errors import IllegalTransition, InvalidRequest
+from strongroom.domain.events import EventType, RaisesEvents
 from strongroom.domain.ledger import LedgerTransaction
 from strongroom.domain.money import Money
 
@@ -88,7 +89,7 @@ class Merchant:
 
 
 @dataclass
-class Customer:
+class Customer(RaisesEvents):
     id: str
     merchant_id: str
     email: str | None
@@ -169,7 +170,7 @@ class GatewayOperation:
 
 
 @dataclass
-class PaymentIntent:
+class PaymentIntent(RaisesEvents):
     id: str
     merchant_id: str
     amount: int
@@ -232,14 +233,17 @@ class PaymentIntent:
                     self.status = PIStatus.SUCCEEDED
                     self.amount_received = self.amount
                     txs.append(ledger.capture(self.id, self.money))
+                    self.raise_event(EventType.PAYMENT_INTENT_SUCCEEDED)
                 else:
                     self.status = PIStatus.REQUIRES_CAPTURE
                     self.amount_capturable = self.amount
+                    self.raise_event(EventType.PAYMENT_INTENT_AMOUNT_CAPTURABLE_UPDATED)
                 return txs
             case ActionRequired(reference=ref, url=url):
                 self.gateway_reference = ref
                 self.status = PIStatus.REQUIRES_ACTION
                 self.next_action = {"type": "redirect_to_url", "redirect_to_url": {"url": url}}
+                self.raise_event(EventType.PAYMENT_INTENT_REQUIRES_ACTION)
                 return []
             case Declined():
                 self.status = PIStatus.REQUIRES_PAYMENT_METHOD
@@ -253,6 +257,7 @@ class PaymentIntent:
                     "payment_method": self.payment_method,
                 }
                 self.payment_method = None
+                self.raise_event(EventType.PAYMENT_INTENT_PAYMENT_FAILED)
                 return []
 
     # capture -------------------------------------------------------------------------------
@@ -286,6 +291,7 @@ class PaymentIntent:
         txs = [ledger.capture(self.id, Money(amount, self.currency))]
         if remainder:
             txs.append(ledger.release(self.id, Money(remainder, self.currency)))
+        self.raise_event(EventType.PAYMENT_INTENT_SUCCEEDED)
         return txs
 
     # cancel --------------------------------------------------------------------------------
@@ -305,6 +311,7 @@ class PaymentIntent:
         self.next_action = None
         self.cancellation_reason = reason
         self.canceled_at = now
+        self.raise_event(EventType.PAYMENT_INTENT_CANCELED)
         return txs
 
     # refunds -------------------------------------------------------------------------------
@@ -343,7 +350,7 @@ class PaymentIntent:
 
 
 @dataclass
-class Refund:
+class Refund(RaisesEvents):
     id: str
     merchant_id: str
     payment_intent_id: str
@@ -368,6 +375,7 @@ class Refund:
             case Approved(reference=ref):
                 self.status = RefundStatus.SUCCEEDED
                 self.gateway_reference = ref
+                self.raise_event(EventType.REFUND_UPDATED)
                 return [
                     ledger.refund(
                         self.payment_intent_id, self.id, Money(self.amount, self.currency)
@@ -376,6 +384,7 @@ class Refund:
             case Declined(code=code):
                 self.status = RefundStatus.FAILED
                 self.failure_reason = code
+                self.raise_event(EventType.REFUND_FAILED)
                 return []
             case ActionRequired():
                 raise ValueError("a refund never requires customer action")

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from strongroom.adapters.gateways.port import Gateway, GatewayOutcomeUnknown
+from strongroom.adapters.observability.tracing import Tracing
 from strongroom.domain.audit import Actor, ActorType, AuditTag, Origin
 from strongroom.domain.audit import Outcome as AuditOutcome
 from strongroom.domain.clock import Clock
@@ -32,6 +33,7 @@ from strongroom.domain.errors import (
     ResourceMissing,
     StrongroomError,
 )
+from strongroom.domain.events import EventType
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import (
     ActionRequired,
@@ -83,6 +85,7 @@ class Payments:
         recovery_grace: timedelta = timedelta(seconds=30),
         recovery_lease: timedelta = timedelta(seconds=60),
         audit: AuditLog,
+        tracing: Tracing | None = None,
     ) -> None:
         self.uow = uow
         self.audit = audit
@@ -91,6 +94,7 @@ class Payments:
         self.max_amount = max_amount
         self.recovery_grace = recovery_grace
         self.recovery_lease = recovery_lease
+        self.tracing = tracing or Tracing()
 
     # --- customers -----------------------------------------------------------------------------
     async def create_customer(
@@ -112,6 +116,7 @@ class Payments:
                 livemode=caller.livemode,
                 created_at=now,
             )
+            customer.raise_event(EventType.CUSTOMER_CREATED)
             await tx.repo.add_customer(customer)
             if idem:
                 await idem.finish(tx, customer)
@@ -184,6 +189,7 @@ class Payments:
                 )
                 if cmd.confirm:
                     op = self._confirm_operation(pi, None, now)
+                pi.raise_event(EventType.PAYMENT_INTENT_CREATED)
                 # One INSERT of the intent in its final phase-1 state, then its operation.
                 await tx.repo.add_payment_intent(pi, now)
                 await self._audit_request(
@@ -424,6 +430,7 @@ class Payments:
         op = self._operation(
             pi, OperationKind.REFUND, amount, {"reference": pi.gateway_reference}, now, refund.id
         )
+        refund.raise_event(EventType.REFUND_CREATED)
         await tx.repo.save_payment_intent(pi, now)
         await tx.repo.add_refund(refund, now)
         await self._audit_request(
@@ -458,7 +465,9 @@ class Payments:
         """Call the gateway for `op` and run phase 2. Safe to call any number of times, from
         any process: the gateway dedupes on the key, phase 2 applies the answer once."""
         try:
-            answer = await self._call(op)
+            with self.tracing.gateway_call(self.gateway.name, op.kind, op.id) as span:
+                answer = await self._call(op)
+                span.set_attribute("strongroom.gateway.outcome", type(answer).__name__)
         except GatewayOutcomeUnknown as exc:
             log.warning("gateway outcome unknown", operation=op.id, kind=op.kind, error=str(exc))
             if idem and idem.row_id is not None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from strongroom.adapters.db import audit_store
 from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import AuditEvent
+from strongroom.domain.events import EventType
 from strongroom.domain.ids import new_id
 from strongroom.domain.ledger import LedgerTransaction
 from strongroom.domain.model import (
@@ -84,6 +85,11 @@ _PI_IMMUTABLE = frozenset({"id", "merchant_id", "created_at", "livemode", "curre
 class Repository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        # Events raised by the aggregates this transaction wrote, for the outbox at commit.
+        self.raised: list[tuple[EventType, Customer | PaymentIntent | Refund]] = []
+
+    def _take_events(self, aggregate: Customer | PaymentIntent | Refund) -> None:
+        self.raised.extend((event, aggregate) for event in aggregate.take_events())
 
     # --- merchants and keys --------------------------------------------------------------------
     async def add_merchant(self, merchant: Merchant) -> None:
@@ -152,7 +158,8 @@ class Repository:
 
     # --- customers -----------------------------------------------------------------------------
     async def add_customer(self, c: Customer) -> None:
-        await self.conn.execute(t.customers.insert().values(**vars(c)))
+        self._take_events(c)
+        await self.conn.execute(t.customers.insert().values(**_columns(c)))
 
     async def get_customer(
         self, merchant_id: str, customer_id: str, *, livemode: bool | None = None
@@ -169,6 +176,7 @@ class Repository:
 
     # --- payment intents -----------------------------------------------------------------------
     async def add_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
+        self._take_events(pi)
         await self.conn.execute(_INSERT_PI, {**_pi_values(pi), "updated_at": now})
 
     async def get_payment_intent(
@@ -185,6 +193,7 @@ class Repository:
         return _in_mode(_pi_from_row(row) if row is not None else None, livemode)
 
     async def save_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
+        self._take_events(pi)
         values = {k: v for k, v in _pi_values(pi).items() if k not in _PI_IMMUTABLE}
         await self.conn.execute(_UPDATE_PI, {**values, "updated_at": now, "b_id": pi.id})
 
@@ -218,7 +227,8 @@ class Repository:
 
     # --- refunds -------------------------------------------------------------------------------
     async def add_refund(self, r: Refund, now: datetime) -> None:
-        await self.conn.execute(t.refunds.insert().values(**vars(r), updated_at=now))
+        self._take_events(r)
+        await self.conn.execute(t.refunds.insert().values(**_columns(r), updated_at=now))
 
     async def get_refund(
         self,
@@ -242,6 +252,7 @@ class Repository:
         return _in_mode(Refund(**values), livemode)
 
     async def save_refund(self, r: Refund, now: datetime) -> None:
+        self._take_events(r)
         await self.conn.execute(
             update(t.refunds)
             .where(t.refunds.c.id == r.id)
@@ -404,8 +415,14 @@ def _in_mode(obj: _Moded | None, livemode: bool | None) -> _Moded | None:
     return obj
 
 
+def _columns(obj: object) -> dict[str, Any]:
+    """A domain object's column values: its fields, without what it carries in passing (the
+    events it raised, which go to the outbox)."""
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
 def _pi_values(pi: PaymentIntent) -> dict[str, Any]:
-    values = vars(pi).copy()
+    values = _columns(pi)
     values["status"] = str(pi.status)
     values["capture_method"] = str(pi.capture_method)
     return values

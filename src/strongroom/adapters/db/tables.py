@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 from strongroom.adapters.db.types import Json, Sealed, UTCDateTime
@@ -281,3 +282,118 @@ audit_tree_heads = Table(
 )
 
 AUDIT_TABLES = ("audit_events", "audit_leaves", "audit_nodes", "audit_tree_heads")
+
+# --- events ---------------------------------------------------------------------------------------
+# The transactional outbox: each domain event is inserted in the transaction of the change it
+# describes, and the relay publishes unpublished rows in `seq` order. For any one aggregate,
+# `seq` follows commit order, because every writer of an aggregate holds its row lock.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", AutoId, primary_key=True, autoincrement=True),
+    Column("id", Id, nullable=False, unique=True),  # evt_…
+    Column("type", String(64), nullable=False),
+    Column("merchant_id", Id, nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("aggregate_type", String(32), nullable=False),
+    Column("aggregate_id", Id, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("data", Json, nullable=False),  # the object as the API showed it at this commit
+    Column("published_at", UTCDateTime(), nullable=True),
+    # What the relay reads each pass: only the rows still to publish, in order.
+    Index(
+        "ix_outbox_unpublished",
+        "seq",
+        postgresql_where=text("published_at IS NULL"),
+        sqlite_where=text("published_at IS NULL"),
+    ),
+    Index(None, "published_at"),  # pruning
+    # Never reuse a seq after pruning the newest rows: consumers compare seqs to keep the newest.
+    sqlite_autoincrement=True,
+)
+
+# Leases for jobs that one process at a time should run (the relay: two relays would publish
+# the same rows twice, and could interleave one aggregate's events). A holder that dies loses
+# its lease when it expires.
+worker_leases = Table(
+    "worker_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# --- merchant webhooks ----------------------------------------------------------------------------
+# Endpoints a merchant registered, per mode; their signing secrets (sealed: more than one is
+# active while a rotation's grace period runs); one delivery per (endpoint, event), carrying the
+# body frozen when the event fanned out; and every attempt at sending it.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("enabled_events", Json, nullable=False),  # event types, or ["*"]
+    Column("description", String(1000), nullable=True),
+    Column("metadata", Json, nullable=False),
+    Column("status", String(16), nullable=False),  # enabled | disabled
+    Column("disabled_reason", String(16), nullable=True),  # gone | failing | requested
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "merchant_id", "livemode", "created_at"),
+)
+
+webhook_endpoint_secrets = Table(
+    "webhook_endpoint_secrets",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("endpoint_id", Id, ForeignKey("webhook_endpoints.id"), nullable=False, index=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("secret", Sealed(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),  # None: the current secret
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("endpoint_id", Id, ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("event_id", Id, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # exact bytes signed and sent, on every attempt
+    Column("status", String(16), nullable=False),  # pending | succeeded | failed
+    Column("step", Integer, nullable=False),  # attempts in the current run (a replay resets)
+    Column("attempt_count", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("locked_until", UTCDateTime(), nullable=True),  # a worker's lease while it sends
+    Column("started_at", UTCDateTime(), nullable=True),  # the current run's first attempt
+    Column("delivered_at", UTCDateTime(), nullable=True),  # the latest success
+    Column("created_at", UTCDateTime(), nullable=False),
+    # A redelivered event (the stream is at least once) finds its delivery already there.
+    UniqueConstraint("endpoint_id", "event_id"),
+    # What every worker polls: only deliveries still to send, by due time.
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    Index(None, "endpoint_id", "created_at"),
+    Index(None, "endpoint_id", "delivered_at"),  # an endpoint's latest success
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("webhook_deliveries.id"), nullable=False, index=True),
+    Column("attempted_at", UTCDateTime(), nullable=False),
+    Column("status_code", Integer, nullable=True),  # None: no answer (see error)
+    Column("error", String(500), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("response_body", Text, nullable=True),  # an excerpt
+)

@@ -21,8 +21,12 @@ from strongroom.entrypoints.api.routes import (
     health,
     payment_intents,
     refunds,
+    reports,
     sandbox,
+    webhook_endpoints,
 )
+from strongroom.entrypoints.api.routes import metrics as metrics_route
+from strongroom.entrypoints.api.telemetry import Telemetry
 from strongroom.settings import Settings
 
 
@@ -56,11 +60,15 @@ def create_app(
     )
     app.state.container = built
     errors.install(app)
-    for module in (health, customers, payment_intents, refunds, audit, sandbox):
+    routers = (health, customers, payment_intents, refunds, reports, audit, sandbox)
+    for module in (*routers, webhook_endpoints):
         app.include_router(module.router)
+    app.include_router(metrics_route.router)  # outside the documented API
     # The last added is outermost: EdgeMiddleware (request id, body cap) → PanGuard → routes.
     app.add_middleware(PanGuard)
     app.add_middleware(EdgeMiddleware, max_body_bytes=built.settings.max_body_bytes)
+    # Outside even the edge: latency and spans cover requests it refuses (413, PAN guard).
+    app.add_middleware(Telemetry, metrics=built.metrics, tracing=built.tracing)
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from strongroom.adapters.reporting.port import ReportingUnavailable
 from strongroom.domain.errors import StrongroomError
 from strongroom.entrypoints.api.rendering import error_payload, render
 
@@ -90,6 +91,19 @@ def install(app: FastAPI) -> None:
             request_id_of(request),
         )
         return _json(exc.status_code, body)
+
+    @app.exception_handler(ReportingUnavailable)
+    async def _reporting_down(request: Request, exc: ReportingUnavailable) -> Response:
+        # The reporting store is apart from the one taking payments: its outage is a 503 on
+        # reports alone, which the client may retry.
+        log.warning("reporting store unavailable", request_id=request_id_of(request))
+        body = error_payload(
+            "api_error",
+            "reporting_unavailable",
+            "Reports are unavailable for the moment; retry shortly.",
+            request_id_of(request),
+        )
+        return _json(503, body)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

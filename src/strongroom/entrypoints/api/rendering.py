@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from strongroom.domain.errors import (
     AuthenticationError,
@@ -55,6 +56,7 @@ def payment_intent_out(pi: PaymentIntent) -> PaymentIntentOut:
         customer=pi.customer_id,
         payment_method=pi.payment_method,
         latest_charge=pi.gateway_reference,
+        gateway=pi.gateway,
         next_action=pi.next_action,
         last_payment_error=pi.last_payment_error,
         cancellation_reason=pi.cancellation_reason,
@@ -77,6 +79,18 @@ def refund_out(r: Refund) -> RefundOut:
         metadata=r.metadata,
         created=int(r.created_at.timestamp()),
     )
+
+
+def api_object(obj: object) -> dict[str, Any]:
+    """An object as the API shows it, for the events that carry it (webhook bodies)."""
+    match obj:
+        case PaymentIntent():
+            return payment_intent_out(obj).model_dump(mode="json")
+        case Refund():
+            return refund_out(obj).model_dump(mode="json")
+        case Customer():
+            return customer_out(obj).model_dump(mode="json")
+    raise TypeError(f"no API shape for {type(obj).__name__}")
 
 
 def status_of(error: StrongroomError) -> int:

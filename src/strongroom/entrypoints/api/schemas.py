@@ -98,6 +98,7 @@ class PaymentIntentOut(BaseModel):
     customer: str | None
     payment_method: str | None
     latest_charge: str | None
+    gateway: str  # which gateway took the payment (sandbox, stripe, braintree)
     next_action: dict[str, Any] | None
     last_payment_error: dict[str, Any] | None
     cancellation_reason: str | None

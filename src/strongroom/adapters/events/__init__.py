@@ -1,0 +1,1 @@
+"""Event streams: in-process (embedded) and NATS JetStream."""
