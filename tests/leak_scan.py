@@ -202,10 +202,12 @@ def dump_postgres(database: str) -> str:
 
 
 def columns_apart(dump: str) -> str:
-    """pg_dump's COPY data separates columns with tabs (a tab inside a value is written as
-    \\t), and a tab is a separator the detector allows inside a card number: neighbouring
-    numeric columns would read as one. Columns become " | ", which ends a run of digits."""
-    return dump.replace("\t", " | ")
+    """pg_dump's COPY data separates columns with tabs and rows with newlines (a tab or a
+    newline inside a value is written as \\t or \\n), and both are separators the detector
+    allows inside a card number: neighbouring numeric columns, or one row's last column and the
+    next row's first, would read as one (a timestamp's fraction followed by an outbox seq did).
+    Columns become " | " and every line ends with " |", which ends a run of digits."""
+    return dump.replace("\t", " | ").replace("\n", " |\n")
 
 
 def _files(root: Path) -> Iterator[Path]:

@@ -216,6 +216,23 @@ def test_the_leak_scan_reads_every_postgres_table() -> None:
     assert sorted(f.kind for f in found) == ["card number", "secret key"]
 
 
+def test_the_leak_scan_reads_a_pg_dump_row_by_row_and_column_by_column() -> None:
+    """A dump's neighbouring rows and columns never join into a number: here an outbox row's
+    last column (a timestamp ending .017383+00) and the next row's seq (328) would read as
+    3601738300328, a Diners Club number that passes Luhn. A card number in one column still
+    counts."""
+    dump = (
+        "COPY public.outbox (seq, id, published_at) FROM stdin;\n"
+        "327\tevt_a\t2026-11-24 15:49:36.017383+00\n"
+        "328\tevt_b\t2026-11-24 15:49:36.017383+00\n"
+        f"329\tcard {spaced_visa()}\t4\n"
+        "\\.\n"
+    )
+    assert leak_scan.find_card_numbers(dump) != []  # what the detector alone makes of it
+    found = leak_scan.scan_text(leak_scan.columns_apart(dump), "dump")
+    assert [f.shown for f in found] == ["424242******4242"]
+
+
 async def _plant(database: str) -> None:
     conn = await asyncpg.connect(leak_scan._pg_dsn(database), timeout=5)
     try:
