@@ -21,6 +21,8 @@ from strongroom.adapters.reporting import reporting_store_from_url
 from strongroom.domain.clock import Clock, SystemClock
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
+from strongroom.service_layer.gateway_accounts import GatewayAccounts
+from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.merchants import Merchants
 from strongroom.service_layer.outbox import Relay
 from strongroom.service_layer.payments import Payments
@@ -49,6 +51,8 @@ class Container:
     tracing: Tracing  # spans for requests, worker passes and gateway calls (or none)
     webhooks: Webhooks  # merchant webhooks: the stream's fan-out consumer and the delivery loop
     reporting: Reporting  # the read side: the stream's `reporting` consumer and the reports
+    gateway_accounts: GatewayAccounts  # merchants' own gateway accounts and routing rules
+    gateways: Gateways  # routing and a circuit breaker per gateway account
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -87,9 +91,23 @@ def bootstrap(
         payment_events=settings.audit_payment_events,
     )
     sandbox = SandboxGateway(engines.write, public_url=settings.public_url, clock=clock)
+    keyring = keyring_from_url(settings.kms_url)
+    envelope = Envelope(keyring)
+    gateway_accounts = GatewayAccounts(
+        uow, envelope, clock, audit=audit, allow_base_url=settings.env != "production"
+    )
+    gateways = Gateways(
+        gateway_accounts,
+        sandbox,
+        clock,
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_seconds,
+        connect_timeout=settings.gateway_connect_timeout_seconds,
+        read_timeout=settings.gateway_read_timeout_seconds,
+    )
     payments = Payments(
         uow,
-        sandbox,
+        gateways,
         clock,
         max_amount=settings.max_amount,
         recovery_grace=timedelta(seconds=settings.recovery_grace_seconds),
@@ -106,8 +124,6 @@ def bootstrap(
         key_cache_ttl=timedelta(seconds=settings.api_key_cache_seconds),
         audit=audit,
     )
-    keyring = keyring_from_url(settings.kms_url)
-    envelope = Envelope(keyring)
     bus = event_bus_from_url(settings.events_url)
     metrics = Metrics()
     webhooks = Webhooks(
@@ -153,6 +169,8 @@ def bootstrap(
         tracing=tracing,
         webhooks=webhooks,
         reporting=reporting,
+        gateway_accounts=gateway_accounts,
+        gateways=gateways,
     )
 
 

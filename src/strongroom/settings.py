@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8000",
         description="Base URL customers' browsers reach (sandbox 3-D Secure pages).",
     )
+    tokenization_url: str | None = Field(
+        None,
+        description="Base URL of the sandbox's hosted card fields, an origin of its own so the "
+        "merchant's page never sees a card number (default: public_url).",
+    )
     max_amount: int = Field(
         99_999_999, gt=0, description="Largest amount accepted, in minor units of any currency."
     )
@@ -80,6 +85,21 @@ class Settings(BaseSettings):
     )
     outbox_retention_hours: int = Field(
         24, ge=1, description="How long published events stay in the outbox before pruning."
+    )
+    breaker_fail_max: int = Field(
+        5,
+        ge=1,
+        description="Failures in a row (timeouts, 5xx, refused) that open a gateway's "
+        "circuit breaker.",
+    )
+    breaker_reset_seconds: float = Field(
+        30, gt=0, description="How long an open breaker fails calls fast before one trial call."
+    )
+    gateway_connect_timeout_seconds: float = Field(
+        5, gt=0, description="Connect timeout for calls to Stripe and Braintree."
+    )
+    gateway_read_timeout_seconds: float = Field(
+        30, gt=0, description="Read timeout for calls to Stripe and Braintree."
     )
     webhook_allow_loopback: bool = Field(
         False,

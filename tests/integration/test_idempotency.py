@@ -146,7 +146,7 @@ async def test_a_retry_while_the_first_is_running_gets_409(
     client: httpx.AsyncClient, container: Container
 ) -> None:
     paused = PausingGateway(container.sandbox)
-    container.payments.gateway = paused
+    container.gateways.builtin = paused
     first = asyncio.create_task(
         client.post("/v1/payment_intents", json=CHARGE, headers=keyed("k-busy"))
     )
@@ -166,10 +166,10 @@ async def test_a_retry_while_the_first_is_running_gets_409(
 async def test_a_retry_takes_over_a_request_that_died_once_its_lock_expires(
     client: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
-    container.payments.gateway = CrashAfterCharge(container.sandbox)
+    container.gateways.builtin = CrashAfterCharge(container.sandbox)
     with pytest.raises(RuntimeError):
         await client.post("/v1/payment_intents", json=CHARGE, headers=keyed("k-dead"))
-    container.payments.gateway = container.sandbox
+    container.gateways.builtin = container.sandbox
 
     still_locked = await client.post("/v1/payment_intents", json=CHARGE, headers=keyed("k-dead"))
     assert still_locked.status_code == 409
@@ -240,10 +240,10 @@ async def test_a_confirm_that_died_is_finished_by_its_retry_not_refused(
         },
     )
     confirm = f"/v1/payment_intents/{created.json()['id']}/confirm"
-    container.payments.gateway = CrashAfterCharge(container.sandbox)
+    container.gateways.builtin = CrashAfterCharge(container.sandbox)
     with pytest.raises(RuntimeError):
         await client.post(confirm, headers=keyed("k-confirm-dead"))
-    container.payments.gateway = container.sandbox
+    container.gateways.builtin = container.sandbox
 
     clock.advance(seconds=container.settings.idempotency_lock_seconds + 1)
     retry = await client.post(confirm, headers=keyed("k-confirm-dead"))
@@ -264,7 +264,7 @@ async def test_a_same_key_retry_during_a_gateway_call_is_409_without_calling_the
     )
     confirm = f"/v1/payment_intents/{created.json()['id']}/confirm"
     paused = PausingGateway(container.sandbox)
-    container.payments.gateway = paused
+    container.gateways.builtin = paused
     first = asyncio.create_task(client.post(confirm, headers=keyed("k-inflight")))
     await paused.entered.wait()
     paused.entered.clear()

@@ -36,6 +36,9 @@ class AuditTag(StrEnum):
     WEBHOOK_ENDPOINT_UPDATE = "api:webhook_endpoint:update"
     WEBHOOK_ENDPOINT_DELETE = "api:webhook_endpoint:delete"
     WEBHOOK_SECRET_ROTATE = "api:webhook_endpoint:rotate_secret"  # noqa: S105 - a tag
+    GATEWAY_ACCOUNT_CREATE = "api:gateway_account:create"
+    GATEWAY_ACCOUNT_DELETE = "api:gateway_account:delete"
+    GATEWAY_ROUTING_UPDATE = "api:gateway_routing:update"
 
 
 class ActorType(StrEnum):

@@ -185,6 +185,7 @@ class PaymentIntent(RaisesEvents):
     amount_received: int = 0
     amount_refunded: int = 0  # pending and succeeded refunds, so concurrent refunds can't overdraw
     gateway: str = "sandbox"
+    gateway_account_id: str | None = None  # the merchant's account there; None: built-in sandbox
     gateway_reference: str | None = None
     pending_operation_id: str | None = None
     next_action: JSONDict | None = None

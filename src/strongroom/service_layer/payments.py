@@ -15,13 +15,14 @@ once, and phase 2's check makes applying the answer happen once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
-from strongroom.adapters.gateways.port import Gateway, GatewayOutcomeUnknown
+from strongroom.adapters.gateways.port import Gateway, GatewayNotReached, GatewayOutcomeUnknown
 from strongroom.adapters.observability.tracing import Tracing
 from strongroom.domain.audit import Actor, ActorType, AuditTag, Origin
 from strongroom.domain.audit import Outcome as AuditOutcome
@@ -53,6 +54,7 @@ from strongroom.domain.model import (
 from strongroom.domain.money import check_amount, parse_currency
 from strongroom.service_layer import commands as c
 from strongroom.service_layer.audit import AuditLog
+from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.idempotency import IdempotentRequest
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
@@ -78,7 +80,7 @@ class Payments:
     def __init__(
         self,
         uow: UnitOfWork,
-        gateway: Gateway,
+        gateways: Gateways,
         clock: Clock,
         *,
         max_amount: int,
@@ -89,7 +91,7 @@ class Payments:
     ) -> None:
         self.uow = uow
         self.audit = audit
-        self.gateway = gateway
+        self.gateways = gateways
         self.clock = clock
         self.max_amount = max_amount
         self.recovery_grace = recovery_grace
@@ -184,11 +186,11 @@ class Payments:
                     created_at=now,
                     customer_id=cmd.customer,
                     payment_method=cmd.payment_method,
-                    gateway=self.gateway.name,
+                    gateway=self.gateways.builtin.name,  # until routing picks one
                     metadata=cmd.metadata,
                 )
                 if cmd.confirm:
-                    op = self._confirm_operation(pi, None, now)
+                    op = await self._confirm_operation(pi, None, now)
                 pi.raise_event(EventType.PAYMENT_INTENT_CREATED)
                 # One INSERT of the intent in its final phase-1 state, then its operation.
                 await tx.repo.add_payment_intent(pi, now)
@@ -238,7 +240,7 @@ class Payments:
         self, caller: c.Caller, cmd: c.ConfirmPaymentIntent, idem: IdempotentRequest | None
     ) -> PaymentIntent | Replayed:
         async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
-            return self._confirm_operation(pi, cmd.payment_method, now)
+            return await self._confirm_operation(pi, cmd.payment_method, now)
 
         return await self._on_intent(
             caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CONFIRM
@@ -330,16 +332,24 @@ class Payments:
             raise settled
         return pi
 
-    def _confirm_operation(
+    async def _confirm_operation(
         self, pi: PaymentIntent, payment_method: str | None, now: datetime
     ) -> GatewayOperation:
+        """A fresh authorization is routed here: the first account the merchant's rules pick
+        is tried, the others are kept in order as fallbacks. Finishing a 3-D Secure challenge
+        stays with the gateway that asked for it."""
         reference = pi.gateway_reference if pi.status is PIStatus.REQUIRES_ACTION else None
         pi.begin_confirm(payment_method)
         request: dict[str, object] = {"capture": pi.capture_method is CaptureMethod.AUTOMATIC}
         if reference is not None:
             request["resume"] = reference
         else:
+            assert pi.payment_method is not None
             request["payment_method"] = pi.payment_method
+            facts = await self.gateways.facts(pi.payment_method, pi.currency, pi.amount)
+            first, *rest = await self.gateways.plan(pi.merchant_id, pi.livemode, facts)
+            pi.gateway, pi.gateway_account_id = first.provider, first.account_id
+            request["fallbacks"] = [c.account_id for c in rest]
         return self._operation(pi, OperationKind.AUTHORIZE, pi.amount, request, now)
 
     @staticmethod
@@ -352,7 +362,9 @@ class Payments:
         refund_id: str | None = None,
     ) -> GatewayOperation:
         """Phase 1's recovery point: the operation row the caller inserts before the call.
-        Intent-level operations also mark the intent, so no other one starts meanwhile."""
+        Intent-level operations also mark the intent, so no other one starts meanwhile. The
+        request names the gateway account, so whoever drives it calls the same one."""
+        request.setdefault("account", pi.gateway_account_id)
         op = GatewayOperation(
             id=new_id("gop"),
             merchant_id=pi.merchant_id,
@@ -465,10 +477,8 @@ class Payments:
         """Call the gateway for `op` and run phase 2. Safe to call any number of times, from
         any process: the gateway dedupes on the key, phase 2 applies the answer once."""
         try:
-            with self.tracing.gateway_call(self.gateway.name, op.kind, op.id) as span:
-                answer = await self._call(op)
-                span.set_attribute("strongroom.gateway.outcome", type(answer).__name__)
-        except GatewayOutcomeUnknown as exc:
+            answer = await self._call_routed(op)
+        except (GatewayOutcomeUnknown, GatewayNotReached) as exc:
             log.warning("gateway outcome unknown", operation=op.id, kind=op.kind, error=str(exc))
             if idem and idem.row_id is not None:
                 async with self.uow.transaction() as tx:
@@ -485,16 +495,62 @@ class Payments:
             raise outcome
         return outcome
 
-    async def _call(self, op: GatewayOperation) -> GatewayAnswer:
+    async def _call_routed(self, op: GatewayOperation) -> GatewayAnswer:
+        """Call the operation's gateway; when it was certainly not reached (refused, or its
+        breaker open) and the authorization has fallbacks, move it to the next one first."""
+        while True:
+            gateway = await self.gateways.get(op.merchant_id, _account(op))
+            try:
+                with self.tracing.gateway_call(gateway.name, op.kind, op.id) as span:
+                    answer = await self._call(gateway, op)
+                    span.set_attribute("strongroom.gateway.outcome", type(answer).__name__)
+                return answer
+            except GatewayNotReached as exc:
+                moved = await self._fail_over(op)
+                if moved is None:
+                    raise
+                log.warning(
+                    "gateway not reached; failing over",
+                    operation=op.id,
+                    frm=_account(op) or "sandbox",
+                    to=_account(moved) or "sandbox",
+                    error=str(exc),
+                )
+                op = moved
+
+    async def _fail_over(self, op: GatewayOperation) -> GatewayOperation | None:
+        """The operation pointed at its next fallback, committed before that gateway is
+        called (so recovery drives the same one); None when there is none to go to. Only a
+        fresh authorization moves: anything else acts on a charge that one gateway holds."""
+        fallbacks = [a for a in op.request.get("fallbacks") or [] if isinstance(a, str)]
+        if op.kind is not OperationKind.AUTHORIZE or "resume" in op.request or not fallbacks:
+            return None
+        account, rest = fallbacks[0], fallbacks[1:]
+        provider = (await self.gateways.get(op.merchant_id, account)).name
+        request = {**op.request, "account": account, "fallbacks": rest}
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            if not await tx.repo.reroute_operation(op.id, request, now):
+                return None  # finished meanwhile: phase 2 will find its answer
+            pi = await tx.repo.get_payment_intent(
+                op.merchant_id, op.payment_intent_id, for_update=True
+            )
+            assert pi is not None
+            pi.gateway, pi.gateway_account_id = provider, account
+            await tx.repo.save_payment_intent(pi, now)
+            await tx.commit()
+        return dataclasses.replace(op, request=request)
+
+    async def _call(self, gateway: Gateway, op: GatewayOperation) -> GatewayAnswer:
         key = op.gateway_idempotency_key
         req = op.request
         match op.kind:
             case OperationKind.AUTHORIZE if "resume" in req:
-                return await self.gateway.confirm_action(
+                return await gateway.confirm_action(
                     reference=str(req["resume"]), capture=bool(req["capture"]), idempotency_key=key
                 )
             case OperationKind.AUTHORIZE:
-                return await self.gateway.authorize(
+                return await gateway.authorize(
                     payment_method=str(req["payment_method"]),
                     amount=op.amount,
                     currency=op.currency,
@@ -502,13 +558,13 @@ class Payments:
                     idempotency_key=key,
                 )
             case OperationKind.CAPTURE:
-                return await self.gateway.capture(
+                return await gateway.capture(
                     reference=str(req["reference"]), amount=op.amount, idempotency_key=key
                 )
             case OperationKind.VOID:
-                return await self.gateway.void(reference=str(req["reference"]), idempotency_key=key)
+                return await gateway.void(reference=str(req["reference"]), idempotency_key=key)
             case OperationKind.REFUND:
-                return await self.gateway.refund(
+                return await gateway.refund(
                     reference=str(req["reference"]), amount=op.amount, idempotency_key=key
                 )
 
@@ -670,3 +726,8 @@ def settled_outcome(pi: PaymentIntent) -> PaymentIntent | CardError:
             payment_intent_id=pi.id,
         )
     return pi
+
+
+def _account(op: GatewayOperation) -> str | None:
+    account = op.request.get("account")
+    return account if isinstance(account, str) else None

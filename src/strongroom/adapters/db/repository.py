@@ -289,6 +289,17 @@ class Repository:
         )
         return result.first() is not None
 
+    async def reroute_operation(self, op_id: str, request: dict[str, Any], now: datetime) -> bool:
+        """Point a started authorization at another gateway (its first was never reached);
+        False when it has finished meanwhile."""
+        ops = t.gateway_operations
+        result = await self.conn.execute(
+            update(ops)
+            .where(ops.c.id == op_id, ops.c.status == OperationStatus.STARTED.value)
+            .values(request=request, updated_at=now)
+        )
+        return bool(result.rowcount)
+
     async def lease_stale_operations(
         self, *, now: datetime, older_than: datetime, lease_until: datetime, limit: int
     ) -> list[GatewayOperation]:

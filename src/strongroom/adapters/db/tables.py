@@ -96,6 +96,7 @@ payment_intents = Table(
     Column("amount_received", BigInteger, nullable=False),
     Column("amount_refunded", BigInteger, nullable=False),
     Column("gateway", String(32), nullable=False),
+    Column("gateway_account_id", Id, nullable=True),  # None: the built-in sandbox
     Column("gateway_reference", String(255), nullable=True),
     Column("pending_operation_id", Id, nullable=True),
     Column("next_action", Json, nullable=True),
@@ -396,4 +397,80 @@ webhook_attempts = Table(
     Column("error", String(500), nullable=True),
     Column("duration_ms", Integer, nullable=False),
     Column("response_body", Text, nullable=True),  # an excerpt
+)
+
+# --- gateways -------------------------------------------------------------------------------------
+# A merchant's own account at a gateway. Credentials are sealed with the keyring, bound to the
+# row; only what a browser may see (a publishable key) is kept in clear.
+gateway_accounts = Table(
+    "gateway_accounts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("provider", String(16), nullable=False),  # stripe | braintree | sandbox
+    Column("credentials", Sealed(), nullable=False),  # JSON, the provider's own fields
+    Column("publishable_key", String(255), nullable=True),  # Stripe pk_…, Braintree tokenization
+    Column("status", String(16), nullable=False),  # active | deleted
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "merchant_id", "livemode", "created_at"),
+)
+
+# A merchant's routing rules, one document per mode: an ordered list of rules (each a match and
+# an ordered list of gateway accounts to try), then the default order.
+gateway_routing = Table(
+    "gateway_routing",
+    metadata,
+    Column("merchant_id", Id, ForeignKey("merchants.id"), primary_key=True),
+    Column("livemode", Boolean, primary_key=True),
+    Column("rules", Json, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Gateway webhooks as received: stored raw before anything else, then processed by the worker.
+# The unique constraint is the dedupe: a provider's event id is stored once per endpoint.
+inbound_webhooks = Table(
+    "inbound_webhooks",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("provider", String(16), nullable=False),
+    Column("account_id", Id, nullable=False),  # the gateway account (the URL's endpoint id)
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("event_id", String(255), nullable=False),  # the provider's
+    Column("event_type", String(128), nullable=False),
+    Column("subject", String(255), nullable=True),  # the gateway object it is about
+    Column("payload", Text, nullable=False),  # the raw body, as verified
+    Column("status", String(16), nullable=False),  # pending | processed | failed
+    Column("attempt_count", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("locked_until", UTCDateTime(), nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("processed_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("provider", "account_id", "event_id"),
+    Index(
+        "ix_inbound_webhooks_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    Index(None, "merchant_id", "status", "received_at"),
+)
+
+# Cards tokenized by the sandbox's hosted fields. The number itself is never stored: a token
+# keeps the test card's behaviour and what may be shown (brand, last four, country, expiry).
+sandbox_tokens = Table(
+    "sandbox_tokens",
+    metadata,
+    Column("id", Id, primary_key=True),  # tok_…
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("behaves_as", String(64), nullable=False),  # a test token such as tok_visa
+    Column("brand", String(16), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("country", String(2), nullable=True),
+    Column("exp_month", Integer, nullable=False),
+    Column("exp_year", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

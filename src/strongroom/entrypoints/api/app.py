@@ -18,6 +18,7 @@ from strongroom.entrypoints.api.pan_guard import PanGuard
 from strongroom.entrypoints.api.routes import (
     audit,
     customers,
+    gateway_accounts,
     health,
     payment_intents,
     refunds,
@@ -61,7 +62,7 @@ def create_app(
     app.state.container = built
     errors.install(app)
     routers = (health, customers, payment_intents, refunds, reports, audit, sandbox)
-    for module in (*routers, webhook_endpoints):
+    for module in (*routers, webhook_endpoints, gateway_accounts):
         app.include_router(module.router)
     app.include_router(metrics_route.router)  # outside the documented API
     # The last added is outermost: EdgeMiddleware (request id, body cap) → PanGuard → routes.
