@@ -61,6 +61,7 @@ class Container:
     async def aclose(self) -> None:
         await self.bus.close()
         await self.webhooks.aclose()
+        await self.gateways.aclose()
         await self.reporting.close()
         await self.engines.dispose()
         # Flushing buffered spans blocks on the exporter: off the event loop.

@@ -224,7 +224,8 @@ async def _payment(container: Container, caller: c.Caller, n: int) -> None:
 
 
 async def _drained(container: Container) -> None:
-    """Wait (bounded) until the outbox is empty and the projection has every event."""
+    """Wait (bounded) until the outbox is empty, the projection has every event and the
+    webhooks consumer has made a delivery for every payment_intent.succeeded."""
     deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
     while time.monotonic() < deadline:
         async with container.uow.reading() as repo:
@@ -237,13 +238,30 @@ async def _drained(container: Container) -> None:
                     .where(t.webhook_deliveries.c.status == "pending")
                 )
             ).scalar()
+            # The webhooks consumer runs at its own pace: under load it can still be working
+            # through the stream after the projection has caught up.
+            deliveries = (
+                await repo.conn.execute(select(func.count()).select_from(t.webhook_deliveries))
+            ).scalar()
+            succeeded = (
+                await repo.conn.execute(
+                    select(func.count())
+                    .select_from(t.outbox)
+                    .where(t.outbox.c.type == "payment_intent.succeeded")
+                )
+            ).scalar()
         lag = await container.reporting.lag()
-        if backlog == 0 and lag.seq >= (newest or 0) and pending == 0:
+        if (
+            backlog == 0
+            and lag.seq >= (newest or 0)
+            and pending == 0
+            and (deliveries or 0) >= (succeeded or 0)
+        ):
             return
         await asyncio.sleep(0.2)  # polling a bounded wait for other processes, not timing
     pytest.fail(
         f"not drained in time: backlog {backlog}, projection at {lag.seq} of {newest}, "
-        f"{pending} webhook deliveries pending"
+        f"{pending} webhook deliveries pending, {deliveries} made for {succeeded} events"
     )
 
 

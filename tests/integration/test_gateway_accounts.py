@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, text
 
 from strongroom.adapters.db import tables as t
+from strongroom.adapters.kms.envelope import DecryptionFailed
 from strongroom.bootstrap import Container
 from strongroom.entrypoints.api.app import create_app
 from strongroom.service_layer.merchants import KeyKind
@@ -65,8 +66,10 @@ async def test_credentials_are_sealed_and_never_shown(
                 {"a": "api:gateway_account:create"},
             )
         ).all()
-    assert STRIPE_SECRET not in dump and STRIPE_WEBHOOK_SECRET not in dump
-    assert len(audit) == 1 and STRIPE_SECRET not in str(audit)
+    assert STRIPE_SECRET not in dump
+    assert STRIPE_WEBHOOK_SECRET not in dump
+    assert len(audit) == 1
+    assert STRIPE_SECRET not in str(audit)
 
     opened = await container.gateway_accounts.credentials(row.merchant_id, account["id"])
     assert opened.fields["secret_key"] == STRIPE_SECRET
@@ -91,7 +94,7 @@ async def test_a_sealed_value_moved_to_another_row_does_not_open(
             .where(t.gateway_accounts.c.id == second["id"])
             .values(credentials=sealed.credentials)
         )
-    with pytest.raises(Exception, match="(?i)decrypt|open|auth"):
+    with pytest.raises(DecryptionFailed):
         await container.gateway_accounts.credentials(sealed.merchant_id, second["id"])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -310,6 +310,17 @@ class GatewayAccounts:
             raise _missing(account_id)
         opened = await self.envelope.open(row.credentials, _binding(row.id, row.merchant_id))
         return Credentials(_account(row), json.loads(opened))
+
+    async def providers(self, merchant_id: str, account_ids: Sequence[str]) -> dict[str, str]:
+        """Account id → provider, for the merchant's accounts among these (deleted ones too:
+        routing never names one, see `delete`)."""
+        async with self.uow.reading() as repo:
+            rows = await repo.conn.execute(
+                select(_g.c.id, _g.c.provider).where(
+                    _g.c.merchant_id == merchant_id, _g.c.id.in_(list(account_ids))
+                )
+            )
+            return {r.id: r.provider for r in rows}
 
     async def account_for_webhook(self, provider: str, account_id: str) -> Credentials | None:
         """An inbound webhook's endpoint: the account its URL names, if it is of that provider."""

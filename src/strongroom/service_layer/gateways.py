@@ -3,7 +3,8 @@
 Every merchant gateway account gets its own client (built from its sealed credentials once per
 process) and its own breaker (pybreaker): after `fail_max` failures in a row it opens, and calls
 fail at once with CircuitOpen (so routing moves on to the next account) until `reset_timeout`
-has passed; then one trial call goes through, and its success closes the breaker again.
+has passed; then one trial call goes through (the others still fail fast), and its success
+closes the breaker again.
 
 Only failures that say the gateway is unwell count: no answer in time, a 5xx, a connection that
 could not be made. A decline is an answer, and our own mistakes are not the gateway's.
@@ -14,8 +15,9 @@ itself, and `GET /v1/gateways/status` shows the answering process's view.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -76,17 +78,35 @@ class BreakerView:
     failures: int  # consecutive failures counted so far
 
 
+@dataclass
+class Breaker:
+    """pybreaker's breaker, and the lock that makes its half-open state one trial call: pybreaker
+    itself lets every concurrent call through once the cool-down has passed."""
+
+    circuit: pybreaker.CircuitBreaker
+    trial: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class Guarded:
     """A gateway behind its breaker: the port, with every call counted."""
 
-    def __init__(self, inner: Gateway, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, inner: Gateway, breaker: Breaker) -> None:
         self.inner = inner
         self.breaker = breaker
         self.name = inner.name
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        circuit = self.breaker.circuit
+        if circuit.current_state == pybreaker.STATE_CLOSED:
+            return await self._counted(call)
+        if self.breaker.trial.locked():  # a trial call is under way: the rest fail fast
+            raise CircuitOpen(f"{self.name}: circuit breaker open")
+        async with self.breaker.trial:
+            return await self._counted(call)
+
+    async def _counted(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            with self.breaker.calling():
+            with self.breaker.circuit.calling():
                 return await call()
         except pybreaker.CircuitBreakerError as exc:
             # Raised instead of the error that tripped it, or before any call when open.
@@ -171,7 +191,7 @@ class Gateways:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._clients: dict[str, Gateway] = {}
-        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._breakers: dict[str, Breaker] = {}
 
     async def facts(self, payment_method: str, currency: str, amount: int) -> PaymentFacts:
         """What routing may know of a payment: its currency and amount, and the card's country
@@ -187,17 +207,15 @@ class Gateways:
         )
 
     async def plan(self, merchant_id: str, livemode: bool, facts: PaymentFacts) -> list[Candidate]:
-        """The accounts a new payment tries, in order. A merchant with no routing (or no
-        accounts) pays through the built-in sandbox, in test mode only."""
+        """The accounts a new payment tries, in order. A merchant with no routing pays through
+        the built-in sandbox. Reads only the routing and each account's provider: nothing is
+        opened (no KMS call) on the way to a payment."""
         routing = await self.accounts.routing_for(merchant_id, livemode)
         order = routing.order(facts)
         if not order:
             return [Candidate(None, self.builtin.name)]
-        out = []
-        for account_id in order:
-            creds = await self._credentials(merchant_id, account_id)
-            out.append(Candidate(account_id, creds.account.provider.value))
-        return out
+        providers = await self.accounts.providers(merchant_id, order)
+        return [Candidate(a, providers[a]) for a in order if a in providers]
 
     async def get(self, merchant_id: str, account_id: str | None) -> Guarded:
         """The gateway for an account (None: the built-in sandbox), behind its breaker."""
@@ -209,6 +227,13 @@ class Gateways:
             client = self._clients.setdefault(account_id, self._client(creds))
         return Guarded(client, self._breaker(account_id))
 
+    async def aclose(self) -> None:
+        """Close the clients that hold connections (the Stripe SDK's HTTP client)."""
+        for client in self._clients.values():
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                await close()
+
     def status(self, keys: Mapping[str, str]) -> list[BreakerView]:
         """The breakers of these accounts (key → provider) as this process sees them; one
         never used is closed."""
@@ -216,23 +241,32 @@ class Gateways:
             BreakerView(
                 key=key,
                 provider=provider,
-                state=str(self._breaker(key).current_state),
-                failures=int(self._breaker(key).fail_counter),
+                state=str(self._breaker(key).circuit.current_state),
+                failures=int(self._breaker(key).circuit.fail_counter),
             )
             for key, provider in keys.items()
         ]
 
-    def _breaker(self, key: str) -> pybreaker.CircuitBreaker:
+    def _breaker(self, key: str) -> Breaker:
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = pybreaker.CircuitBreaker(
+
+            def neutral(exc: BaseException) -> bool:
+                """pybreaker counts an excluded error as a success. Our own errors are; a
+                cancelled trial call is not (it proved nothing), so it counts as a failure
+                and the breaker opens again rather than closing on no evidence."""
+                if isinstance(exc, asyncio.CancelledError):
+                    return circuit.current_state != pybreaker.STATE_HALF_OPEN
+                return not _counts(exc)
+
+            circuit = pybreaker.CircuitBreaker(
                 fail_max=self.fail_max,
                 reset_timeout=self.reset_timeout,
-                exclude=[lambda exc: not _counts(exc)],
+                exclude=[neutral],
                 state_storage=ClockedStorage(self.clock),
                 name=key,
             )
-            self._breakers[key] = breaker
+            breaker = self._breakers[key] = Breaker(circuit)
         return breaker
 
     async def _credentials(self, merchant_id: str, account_id: str) -> Credentials:

@@ -22,7 +22,13 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from strongroom.adapters.gateways.port import Gateway, GatewayNotReached, GatewayOutcomeUnknown
+from strongroom.adapters.gateways.port import (
+    ChargeState,
+    ChargeStatus,
+    Gateway,
+    GatewayNotReached,
+    GatewayOutcomeUnknown,
+)
 from strongroom.adapters.observability.tracing import Tracing
 from strongroom.domain.audit import Actor, ActorType, AuditTag, Origin
 from strongroom.domain.audit import Outcome as AuditOutcome
@@ -37,6 +43,7 @@ from strongroom.domain.errors import (
 from strongroom.domain.events import EventType
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import (
+    TERMINAL,
     ActionRequired,
     Approved,
     CaptureMethod,
@@ -54,7 +61,7 @@ from strongroom.domain.model import (
 from strongroom.domain.money import check_amount, parse_currency
 from strongroom.service_layer import commands as c
 from strongroom.service_layer.audit import AuditLog
-from strongroom.service_layer.gateways import Gateways
+from strongroom.service_layer.gateways import Candidate, Gateways
 from strongroom.service_layer.idempotency import IdempotentRequest
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
@@ -144,6 +151,11 @@ class Payments:
         amount = check_amount(cmd.amount, maximum=self.max_amount)
         pi_id = new_id("pi")
         op: GatewayOperation | None = None
+        plan = (
+            await self._plan(caller, cmd.payment_method, currency, amount)
+            if cmd.confirm and cmd.payment_method
+            else None
+        )
         async with self.uow.transaction() as tx:
             if idem and await self._claimed_replay(idem, tx, now, pi_id):
                 return Replayed()
@@ -190,7 +202,7 @@ class Payments:
                     metadata=cmd.metadata,
                 )
                 if cmd.confirm:
-                    op = await self._confirm_operation(pi, None, now)
+                    op = self._confirm_operation(pi, None, now, plan)
                 pi.raise_event(EventType.PAYMENT_INTENT_CREATED)
                 # One INSERT of the intent in its final phase-1 state, then its operation.
                 await tx.repo.add_payment_intent(pi, now)
@@ -239,8 +251,23 @@ class Payments:
     async def confirm(
         self, caller: c.Caller, cmd: c.ConfirmPaymentIntent, idem: IdempotentRequest | None
     ) -> PaymentIntent | Replayed:
+        # Routing reads (and the card's facts) happen before the transaction: phase 1 holds a
+        # connection and must not wait for a second one. What they depend on (the payment
+        # method, amount and currency) is checked again under the lock.
+        async with self.uow.reading() as repo:
+            seen = await repo.get_payment_intent(
+                caller.merchant_id, cmd.payment_intent, livemode=caller.livemode
+            )
+        method = cmd.payment_method or (seen.payment_method if seen else None)
+        plan = await self._plan(caller, method, seen.currency, seen.amount) if seen else None
+
         async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
-            return await self._confirm_operation(pi, cmd.payment_method, now)
+            if (cmd.payment_method or pi.payment_method) != method:
+                raise IllegalTransition(
+                    "This PaymentIntent changed while it was being confirmed; retry.",
+                    status=pi.status,
+                )
+            return self._confirm_operation(pi, cmd.payment_method, now, plan)
 
         return await self._on_intent(
             caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CONFIRM
@@ -332,22 +359,33 @@ class Payments:
             raise settled
         return pi
 
-    async def _confirm_operation(
-        self, pi: PaymentIntent, payment_method: str | None, now: datetime
+    async def _plan(
+        self, caller: c.Caller, payment_method: str | None, currency: str, amount: int
+    ) -> list[Candidate] | None:
+        if payment_method is None:
+            return None  # confirming will refuse: there is nothing to route
+        facts = await self.gateways.facts(payment_method, currency, amount)
+        return await self.gateways.plan(caller.merchant_id, caller.livemode, facts)
+
+    def _confirm_operation(
+        self,
+        pi: PaymentIntent,
+        payment_method: str | None,
+        now: datetime,
+        plan: list[Candidate] | None,
     ) -> GatewayOperation:
-        """A fresh authorization is routed here: the first account the merchant's rules pick
-        is tried, the others are kept in order as fallbacks. Finishing a 3-D Secure challenge
-        stays with the gateway that asked for it."""
+        """A fresh authorization goes to the first account of `plan` (the merchant's rules,
+        read before the transaction), the others kept in order as fallbacks. Finishing a 3-D
+        Secure challenge stays with the gateway that asked for it."""
         reference = pi.gateway_reference if pi.status is PIStatus.REQUIRES_ACTION else None
         pi.begin_confirm(payment_method)
         request: dict[str, object] = {"capture": pi.capture_method is CaptureMethod.AUTOMATIC}
         if reference is not None:
             request["resume"] = reference
         else:
-            assert pi.payment_method is not None
+            assert plan, "a fresh confirmation is routed before its transaction"
             request["payment_method"] = pi.payment_method
-            facts = await self.gateways.facts(pi.payment_method, pi.currency, pi.amount)
-            first, *rest = await self.gateways.plan(pi.merchant_id, pi.livemode, facts)
+            first, *rest = plan
             pi.gateway, pi.gateway_account_id = first.provider, first.account_id
             request["fallbacks"] = [c.account_id for c in rest]
         return self._operation(pi, OperationKind.AUTHORIZE, pi.amount, request, now)
@@ -462,6 +500,74 @@ class Payments:
         if refund is None:
             raise ResourceMissing(f"No such refund: '{refund_id}'", param="id")
         return refund
+
+    # --- gateway webhooks ----------------------------------------------------------------------
+    async def sync_with_gateway(
+        self, merchant_id: str, account_id: str | None, reference: str
+    ) -> PaymentIntent | None:
+        """A gateway webhook's handler. The webhook is only a trigger: the charge's current
+        state is read from the gateway and the intent brought in line with it, so a repeated,
+        late or out-of-order event changes nothing that a newer one has not. A terminal intent
+        never moves. None when no intent of the merchant has this charge (yet).
+
+        - requires_action, and the charge has moved on: the 3-D Secure confirmation is finished
+          through the usual operation (the same path as the customer's own confirm);
+        - requires_capture, and the charge was captured or released at the gateway itself: the
+          capture or cancellation is applied here."""
+        async with self.uow.reading() as repo:
+            pi = await repo.find_payment_intent_by_reference(merchant_id, account_id, reference)
+        if pi is None or pi.status in TERMINAL:
+            return pi
+        gateway = await self.gateways.get(merchant_id, account_id)
+        charge = await gateway.retrieve(reference=reference)
+        if (
+            pi.status is PIStatus.REQUIRES_ACTION
+            and charge.state is not ChargeState.REQUIRES_ACTION
+        ):
+            return await self._finish_challenge(pi)
+        if pi.status is PIStatus.REQUIRES_CAPTURE and charge.state in (
+            ChargeState.CAPTURED,
+            ChargeState.CANCELED,
+        ):
+            return await self._settled_at_gateway(pi, charge)
+        return pi
+
+    async def _finish_challenge(self, seen: PaymentIntent) -> PaymentIntent:
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            pi = await tx.repo.get_payment_intent(seen.merchant_id, seen.id, for_update=True)
+            assert pi is not None
+            if pi.status is not PIStatus.REQUIRES_ACTION or pi.pending_operation_id:
+                return pi  # someone else is finishing it, or has
+            op = self._confirm_operation(pi, None, now, None)
+            await tx.repo.save_payment_intent(pi, now)
+            await tx.repo.add_operation(op)
+            await tx.commit()
+        try:
+            return await self._drive_intent(op, None)
+        except CardError:
+            # The challenge failed: the intent records the decline, as for the customer.
+            async with self.uow.reading() as repo:
+                failed = await repo.get_payment_intent(seen.merchant_id, seen.id)
+            assert failed is not None
+            return failed
+
+    async def _settled_at_gateway(self, seen: PaymentIntent, charge: ChargeStatus) -> PaymentIntent:
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            pi = await tx.repo.get_payment_intent(seen.merchant_id, seen.id, for_update=True)
+            assert pi is not None
+            if pi.status is not PIStatus.REQUIRES_CAPTURE or pi.pending_operation_id:
+                return pi
+            if charge.state is ChargeState.CAPTURED:
+                txs = pi.apply_capture(min(charge.amount_captured, pi.amount_capturable))
+            else:
+                txs = pi.cancel("automatic", now)
+            await tx.repo.post(pi.merchant_id, txs, now)
+            await tx.repo.save_payment_intent(pi, now)
+            await tx.commit()
+        log.info("payment settled at the gateway", payment_intent=pi.id, status=pi.status)
+        return pi
 
     # --- driving gateway operations ------------------------------------------------------------
     async def _drive_intent(

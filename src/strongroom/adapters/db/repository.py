@@ -192,6 +192,26 @@ class Repository:
         row = (await self.conn.execute(query, {"id": pi_id, "merchant_id": merchant_id})).first()
         return _in_mode(_pi_from_row(row) if row is not None else None, livemode)
 
+    async def find_payment_intent_by_reference(
+        self, merchant_id: str, account_id: str | None, reference: str
+    ) -> PaymentIntent | None:
+        """The merchant's intent whose charge at this gateway account is `reference` (what a
+        gateway webhook names)."""
+        pis = t.payment_intents
+        account = (
+            pis.c.gateway_account_id.is_(None)
+            if account_id is None
+            else pis.c.gateway_account_id == account_id
+        )
+        row = (
+            await self.conn.execute(
+                select(pis).where(
+                    pis.c.merchant_id == merchant_id, pis.c.gateway_reference == reference, account
+                )
+            )
+        ).first()
+        return _pi_from_row(row) if row is not None else None
+
     async def save_payment_intent(self, pi: PaymentIntent, now: datetime) -> None:
         self._take_events(pi)
         values = {k: v for k, v in _pi_values(pi).items() if k not in _PI_IMMUTABLE}

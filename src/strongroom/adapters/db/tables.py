@@ -108,6 +108,7 @@ payment_intents = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index(None, "merchant_id", "created_at", "id"),
+    Index(None, "gateway_reference"),  # what a gateway webhook names
 )
 
 refunds = Table(

@@ -118,9 +118,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sandbox_tokens")),
     )
     op.add_column("payment_intents", sa.Column("gateway_account_id", Id, nullable=True))
+    op.create_index(
+        op.f("ix_payment_intents_gateway_reference"),
+        "payment_intents",
+        ["gateway_reference"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_payment_intents_gateway_reference"), table_name="payment_intents")
     op.drop_column("payment_intents", "gateway_account_id")
     op.drop_table("sandbox_tokens")
     op.drop_index(
