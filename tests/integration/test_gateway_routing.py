@@ -152,3 +152,21 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_the_cool_down(
         s["gateway_account"]: s for s in (await client.get("/v1/gateways/status")).json()["data"]
     }
     assert (status[to_stripe]["state"], status[to_stripe]["consecutive_failures"]) == ("closed", 0)
+
+
+async def test_a_retry_never_fails_over_after_a_call_that_may_have_charged(
+    client: httpx.AsyncClient, container: Container, stripe: StripeStandIn
+) -> None:
+    """The first call charged at Stripe and lost its answer; when the retry then finds Stripe
+    unreachable, it must not try the fallback: that would charge the customer twice."""
+    to_stripe = await add_account(client, stripe_at(stripe.url))
+    sandbox = await add_account(client, {"provider": "sandbox"})
+    await client.post("/v1/gateway_routing", json={"default": [to_stripe, sandbox]})
+    stripe.drop_after_charge(1)
+
+    assert (await pay(client, "dup-1")).status_code == 502
+    stripe.stop()  # now refused: not reached
+    assert (await pay(client, "dup-1")).status_code == 502
+
+    assert await container.sandbox.list_charges() == []
+    assert sum(stripe.charges.values()) == 1

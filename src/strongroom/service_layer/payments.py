@@ -220,7 +220,7 @@ class Payments:
                 await idem.finish(tx, settled or pi)
             await tx.commit()
         if op is not None:
-            return await self._drive_intent(op, idem)
+            return await self._drive_intent(op, idem, first_call=resumed is None)
         if isinstance(settled, StrongroomError):
             raise settled
         return pi
@@ -354,7 +354,7 @@ class Payments:
                 await idem.finish(tx, settled or pi)
             await tx.commit()
         if op is not None:
-            return await self._drive_intent(op, idem)
+            return await self._drive_intent(op, idem, first_call=not took_over)
         if isinstance(settled, StrongroomError):
             raise settled
         return pi
@@ -571,19 +571,23 @@ class Payments:
 
     # --- driving gateway operations ------------------------------------------------------------
     async def _drive_intent(
-        self, op: GatewayOperation, idem: IdempotentRequest | None
+        self, op: GatewayOperation, idem: IdempotentRequest | None, *, first_call: bool = False
     ) -> PaymentIntent:
-        result = await self._drive(op, idem)
+        result = await self._drive(op, idem, first_call=first_call)
         assert isinstance(result, PaymentIntent)
         return result
 
     async def _drive(
-        self, op: GatewayOperation, idem: IdempotentRequest | None
+        self, op: GatewayOperation, idem: IdempotentRequest | None, *, first_call: bool = False
     ) -> PaymentIntent | Refund:
         """Call the gateway for `op` and run phase 2. Safe to call any number of times, from
-        any process: the gateway dedupes on the key, phase 2 applies the answer once."""
+        any process: the gateway dedupes on the key, phase 2 applies the answer once.
+
+        `first_call`: this is the operation's first call, made by the request that created it.
+        Only then may it fail over: a later call (a retry, recovery) cannot know that an
+        earlier one, which timed out, did not charge at the first gateway."""
         try:
-            answer = await self._call_routed(op)
+            answer = await self._call_routed(op, may_fail_over=first_call)
         except (GatewayOutcomeUnknown, GatewayNotReached) as exc:
             log.warning("gateway outcome unknown", operation=op.id, kind=op.kind, error=str(exc))
             if idem and idem.row_id is not None:
@@ -601,9 +605,10 @@ class Payments:
             raise outcome
         return outcome
 
-    async def _call_routed(self, op: GatewayOperation) -> GatewayAnswer:
+    async def _call_routed(self, op: GatewayOperation, *, may_fail_over: bool) -> GatewayAnswer:
         """Call the operation's gateway; when it was certainly not reached (refused, or its
-        breaker open) and the authorization has fallbacks, move it to the next one first."""
+        breaker open), this is the operation's first call and the authorization has
+        fallbacks, move it to the next one first."""
         while True:
             gateway = await self.gateways.get(op.merchant_id, _account(op))
             try:
@@ -612,7 +617,7 @@ class Payments:
                     span.set_attribute("strongroom.gateway.outcome", type(answer).__name__)
                 return answer
             except GatewayNotReached as exc:
-                moved = await self._fail_over(op)
+                moved = await self._fail_over(op) if may_fail_over else None
                 if moved is None:
                     raise
                 log.warning(
