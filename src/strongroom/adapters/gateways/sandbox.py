@@ -22,7 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from strongroom.adapters.db.engine import autocommit
 from strongroom.adapters.db.tables import sandbox_charges, sandbox_requests
-from strongroom.adapters.gateways.port import GatewayServerError, GatewayTimeout
+from strongroom.adapters.gateways.port import (
+    ChargeState,
+    ChargeStatus,
+    GatewayServerError,
+    GatewayTimeout,
+)
 from strongroom.domain.clock import Clock
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import ActionRequired, Approved, Declined, GatewayAnswer
@@ -61,6 +66,16 @@ TEST_TOKENS: dict[str, _Card] = {
     "tok_threeDSecureRequired": _Card(approve=True, three_d_secure=True),
 }
 
+
+# The sandbox's own charge statuses, in the port's terms.
+_STATES = {
+    "requires_action": ChargeState.REQUIRES_ACTION,
+    "authorized": ChargeState.AUTHORIZED,
+    "captured": ChargeState.CAPTURED,
+    "voided": ChargeState.CANCELED,
+    "declined": ChargeState.FAILED,
+    "failed": ChargeState.FAILED,
+}
 
 _CHARGE_BY_KEY = select(sandbox_charges).where(
     sandbox_charges.c.idempotency_key == bindparam("key")
@@ -203,6 +218,32 @@ class SandboxGateway:
             return Approved(new_id("rf"))
 
         return await self._idempotent(idempotency_key, "refund", do)
+
+    async def retrieve(self, *, reference: str) -> ChargeStatus:
+        self._maybe_fail_before()
+        async with self._engine.connect() as conn:
+            row = await self._charge(conn, reference, lock=False)
+        if row is None:
+            raise LookupError(f"sandbox: no charge {reference!r}")
+        state = _STATES[row.status]
+        decline = None
+        if state is ChargeState.FAILED:
+            answer = self._authorization_answer(row)
+            decline = answer if isinstance(answer, Declined) else None
+            if decline is None:  # approved card, failed challenge
+                decline = Declined(
+                    row.id,
+                    "payment_intent_authentication_failure",
+                    None,
+                    "The customer failed 3-D Secure authentication.",
+                )
+        return ChargeStatus(
+            reference=row.id,
+            state=state,
+            amount_captured=row.amount_captured,
+            amount_refunded=row.amount_refunded,
+            decline=decline,
+        )
 
     # --- the customer's side of 3-D Secure -----------------------------------------------------
     async def charge(self, charge_id: str) -> dict[str, Any] | None:
