@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, select, update
+from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -300,16 +300,10 @@ class GatewayAccounts:
     async def credentials(self, merchant_id: str, account_id: str) -> Credentials:
         """The account's opened credentials, for building its client (never for a response).
         Deleted accounts still open: their payments may be captured or refunded."""
-        async with self.uow.reading() as repo:
-            row = (
-                await repo.conn.execute(
-                    select(_g).where(_g.c.id == account_id, _g.c.merchant_id == merchant_id)
-                )
-            ).first()
-        if row is None:
+        opened = await self._opened(_g.c.id == account_id, _g.c.merchant_id == merchant_id)
+        if opened is None:
             raise _missing(account_id)
-        opened = await self.envelope.open(row.credentials, _binding(row.id, row.merchant_id))
-        return Credentials(_account(row), json.loads(opened))
+        return opened
 
     async def providers(self, merchant_id: str, account_ids: Sequence[str]) -> dict[str, str]:
         """Account id → provider, for the merchant's accounts among these (deleted ones too:
@@ -324,20 +318,11 @@ class GatewayAccounts:
 
     async def account_for_webhook(self, provider: str, account_id: str) -> Credentials | None:
         """An inbound webhook's endpoint: the account its URL names, if it is of that provider."""
-        async with self.uow.reading() as repo:
-            row = (
-                await repo.conn.execute(
-                    select(_g.c.merchant_id).where(_g.c.id == account_id, _g.c.provider == provider)
-                )
-            ).first()
-        if row is None:
-            return None
-        return await self.credentials(row.merchant_id, account_id)
+        return await self._opened(_g.c.id == account_id, _g.c.provider == provider)
 
     # --- routing ---------------------------------------------------------------------------------
     async def get_routing(self, caller: Caller) -> Routing:
-        async with self.uow.reading() as repo:
-            return await self._routing(repo.conn, caller.merchant_id, caller.livemode)
+        return await self.routing_for(caller.merchant_id, caller.livemode)
 
     async def routing_for(self, merchant_id: str, livemode: bool) -> Routing:
         async with self.uow.reading() as repo:
@@ -388,6 +373,14 @@ class GatewayAccounts:
                 )
             )
         ).first()
+
+    async def _opened(self, *where: ColumnElement[bool]) -> Credentials | None:
+        async with self.uow.reading() as repo:
+            row = (await repo.conn.execute(select(_g).where(*where))).first()
+        if row is None:
+            return None
+        opened = await self.envelope.open(row.credentials, _binding(row.id, row.merchant_id))
+        return Credentials(_account(row), json.loads(opened))
 
     @staticmethod
     async def _routing(conn: AsyncConnection, merchant_id: str, livemode: bool) -> Routing:

@@ -223,7 +223,7 @@ class Gateways:
             return Guarded(self.builtin, self._breaker(BUILTIN))
         client = self._clients.get(account_id)
         if client is None:
-            creds = await self._credentials(merchant_id, account_id)
+            creds = await self.accounts.credentials(merchant_id, account_id)
             client = self._clients.setdefault(account_id, self._client(creds))
         return Guarded(client, self._breaker(account_id))
 
@@ -268,9 +268,6 @@ class Gateways:
             )
             breaker = self._breakers[key] = Breaker(circuit)
         return breaker
-
-    async def _credentials(self, merchant_id: str, account_id: str) -> Credentials:
-        return await self.accounts.credentials(merchant_id, account_id)
 
     def _client(self, creds: Credentials) -> Gateway:
         fields = creds.fields

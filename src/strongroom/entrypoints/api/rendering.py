@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fastapi.responses import Response
+from pydantic import BaseModel
+
 from strongroom.domain.errors import (
     AuthenticationError,
     CardError,
@@ -26,6 +29,13 @@ from strongroom.entrypoints.api.schemas import (
     RefundOut,
 )
 from strongroom.service_layer.idempotency import StoredResponse
+
+
+def json_response(model: BaseModel, *, secret: bool = False) -> Response:
+    """A response object as JSON. One that carries a secret (shown once) must not linger in
+    any cache on the way back."""
+    headers = {"Cache-Control": "no-store"} if secret else None
+    return Response(model.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def _ts(value: datetime | None) -> int | None:

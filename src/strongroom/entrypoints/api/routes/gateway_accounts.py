@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from strongroom.domain.routing import Routing
 from strongroom.entrypoints.api.deps import CallerDep, ContainerDep
+from strongroom.entrypoints.api.rendering import json_response
 from strongroom.entrypoints.api.routes._docs import READ, WRITE, errors
 from strongroom.entrypoints.api.schemas import NO_NUL, Body, PathId
 from strongroom.service_layer.gateway_accounts import GatewayAccount
@@ -103,11 +104,6 @@ class GatewaysStatus(BaseModel):
     data: list[BreakerOut]
 
 
-def _json(model: BaseModel, *, secret: bool = False) -> Response:
-    headers = {"Cache-Control": "no-store"} if secret else None
-    return Response(model.model_dump_json(), media_type="application/json", headers=headers)
-
-
 def _out(account: GatewayAccount, public_url: str) -> dict[str, Any]:
     return {
         "id": account.id,
@@ -133,14 +129,16 @@ async def create_gateway_account(
         **_out(created.account, container.settings.public_url),
         webhook_secret=created.webhook_secret,
     )
-    return _json(out, secret=True)
+    return json_response(out, secret=True)
 
 
 @router.get("/v1/gateway_accounts", response_model=GatewayAccountList, responses=errors(*READ))
 async def list_gateway_accounts(caller: CallerDep, container: ContainerDep) -> Response:
     accounts = await container.gateway_accounts.list(caller)
     url = container.settings.public_url
-    return _json(GatewayAccountList(data=[GatewayAccountOut(**_out(a, url)) for a in accounts]))
+    return json_response(
+        GatewayAccountList(data=[GatewayAccountOut(**_out(a, url)) for a in accounts])
+    )
 
 
 @router.get(
@@ -152,7 +150,7 @@ async def get_gateway_account(
     account_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     account = await container.gateway_accounts.get(caller, account_id)
-    return _json(GatewayAccountOut(**_out(account, container.settings.public_url)))
+    return json_response(GatewayAccountOut(**_out(account, container.settings.public_url)))
 
 
 @router.delete(
@@ -164,12 +162,12 @@ async def delete_gateway_account(
     account_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     await container.gateway_accounts.delete(caller, account_id)
-    return _json(GatewayAccountDeleted(id=account_id))
+    return json_response(GatewayAccountDeleted(id=account_id))
 
 
 @router.get("/v1/gateway_routing", response_model=RoutingOut, responses=errors(*READ))
 async def get_gateway_routing(caller: CallerDep, container: ContainerDep) -> Response:
-    return _json(_routing(await container.gateway_accounts.get_routing(caller)))
+    return json_response(_routing(await container.gateway_accounts.get_routing(caller)))
 
 
 @router.post("/v1/gateway_routing", response_model=RoutingOut, responses=errors(*WRITE))
@@ -177,7 +175,7 @@ async def set_gateway_routing(
     body: RoutingIn, caller: CallerDep, container: ContainerDep
 ) -> Response:
     doc = body.model_dump(exclude_none=True)
-    return _json(_routing(await container.gateway_accounts.set_routing(caller, doc)))
+    return json_response(_routing(await container.gateway_accounts.set_routing(caller, doc)))
 
 
 @router.get("/v1/gateways/status", response_model=GatewaysStatus, responses=errors(*READ))
@@ -196,4 +194,4 @@ async def gateways_status(caller: CallerDep, container: ContainerDep) -> Respons
         )
         for v in container.gateways.status(keys)
     ]
-    return _json(GatewaysStatus(data=data))
+    return json_response(GatewaysStatus(data=data))

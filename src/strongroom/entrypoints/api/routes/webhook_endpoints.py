@@ -13,9 +13,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from strongroom.entrypoints.api.deps import CallerDep, ContainerDep
+from strongroom.entrypoints.api.rendering import json_response
 from strongroom.entrypoints.api.routes._docs import READ, WRITE, errors
 from strongroom.entrypoints.api.schemas import NO_NUL, PathId
 from strongroom.entrypoints.api.webhook_schemas import (
@@ -40,12 +40,6 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=40, pattern=NO_NUL)]
 
 
-def _json(model: BaseModel, *, secret: bool = False) -> Response:
-    # A response with a secret in it must not linger in any cache on the way back.
-    headers = {"Cache-Control": "no-store"} if secret else None
-    return Response(model.model_dump_json(), media_type="application/json", headers=headers)
-
-
 @router.post(
     "/v1/webhook_endpoints", response_model=WebhookEndpointWithSecret, responses=errors(*WRITE)
 )
@@ -59,7 +53,9 @@ async def create_webhook_endpoint(
         metadata=body.metadata,
     )
     created = await container.webhooks.create_endpoint(caller, cmd)
-    return _json(webhook_endpoint_with_secret(created.endpoint, created.secret), secret=True)
+    return json_response(
+        webhook_endpoint_with_secret(created.endpoint, created.secret), secret=True
+    )
 
 
 @router.get("/v1/webhook_endpoints", response_model=WebhookEndpointList, responses=errors(*READ))
@@ -77,7 +73,7 @@ async def list_webhook_endpoints(
         has_more=has_more,
         data=[webhook_endpoint_out(e) for e in items],
     )
-    return _json(page)
+    return json_response(page)
 
 
 @router.get(
@@ -89,7 +85,7 @@ async def get_webhook_endpoint(
     endpoint_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     endpoint = await container.webhooks.get_endpoint(caller, endpoint_id)
-    return _json(webhook_endpoint_out(endpoint))
+    return json_response(webhook_endpoint_out(endpoint))
 
 
 @router.post(
@@ -112,7 +108,7 @@ async def update_webhook_endpoint(
         disabled=body.disabled,
     )
     endpoint = await container.webhooks.update_endpoint(caller, endpoint_id, cmd)
-    return _json(webhook_endpoint_out(endpoint))
+    return json_response(webhook_endpoint_out(endpoint))
 
 
 @router.delete(
@@ -124,7 +120,7 @@ async def delete_webhook_endpoint(
     endpoint_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     deleted = await container.webhooks.delete_endpoint(caller, endpoint_id)
-    return _json(WebhookEndpointDeleted(id=deleted))
+    return json_response(WebhookEndpointDeleted(id=deleted))
 
 
 @router.post(
@@ -141,7 +137,9 @@ async def rotate_webhook_secret(
     seconds = body.expires_in if body is not None else None
     expires_in = timedelta(seconds=seconds) if seconds is not None else None
     rotated = await container.webhooks.rotate_secret(caller, endpoint_id, expires_in)
-    return _json(webhook_endpoint_with_secret(rotated.endpoint, rotated.secret), secret=True)
+    return json_response(
+        webhook_endpoint_with_secret(rotated.endpoint, rotated.secret), secret=True
+    )
 
 
 @router.get(
@@ -164,7 +162,7 @@ async def list_webhook_deliveries(
         has_more=has_more,
         data=[webhook_delivery_out(d) for d in items],
     )
-    return _json(page)
+    return json_response(page)
 
 
 @router.get(
@@ -176,7 +174,7 @@ async def get_webhook_delivery(
     delivery_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     delivery = await container.webhooks.get_delivery(caller, delivery_id)
-    return _json(webhook_delivery_out(delivery))
+    return json_response(webhook_delivery_out(delivery))
 
 
 @router.post(
@@ -188,4 +186,4 @@ async def replay_webhook_delivery(
     delivery_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
     delivery = await container.webhooks.replay(caller, delivery_id)
-    return _json(webhook_delivery_out(delivery))
+    return json_response(webhook_delivery_out(delivery))
