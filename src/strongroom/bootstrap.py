@@ -23,6 +23,7 @@ from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
+from strongroom.service_layer.inbound_webhooks import InboundWebhooks
 from strongroom.service_layer.merchants import Merchants
 from strongroom.service_layer.outbox import Relay
 from strongroom.service_layer.payments import Payments
@@ -53,6 +54,7 @@ class Container:
     reporting: Reporting  # the read side: the stream's `reporting` consumer and the reports
     gateway_accounts: GatewayAccounts  # merchants' own gateway accounts and routing rules
     gateways: Gateways  # routing and a circuit breaker per gateway account
+    inbound: InboundWebhooks  # gateways' webhooks: verified, stored, processed by the worker
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -91,7 +93,9 @@ def bootstrap(
         pseudonym_key=derive_key(settings, b"audit pseudonyms"),
         payment_events=settings.audit_payment_events,
     )
-    sandbox = SandboxGateway(engines.write, public_url=settings.public_url, clock=clock)
+    sandbox = SandboxGateway(
+        engines.write, read_engine=engines.read, public_url=settings.public_url, clock=clock
+    )
     keyring = keyring_from_url(settings.kms_url)
     envelope = Envelope(keyring)
     gateway_accounts = GatewayAccounts(
@@ -172,6 +176,9 @@ def bootstrap(
         reporting=reporting,
         gateway_accounts=gateway_accounts,
         gateways=gateways,
+        inbound=InboundWebhooks(
+            uow, clock, accounts=gateway_accounts, gateways=gateways, payments=payments, audit=audit
+        ),
     )
 
 

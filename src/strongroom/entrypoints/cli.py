@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -328,6 +329,37 @@ def sandbox_charges(as_json: bool) -> None:
         for ch in charges
     ]
     _emit(as_json, charges, "\n".join(lines) or "No charges.")
+
+
+@main.group("webhooks")
+def webhooks_group() -> None:
+    """Gateways' inbound webhooks that could not be processed."""
+
+
+@webhooks_group.command("failed")
+@json_option
+def webhooks_failed(as_json: bool) -> None:
+    """List inbound gateway webhooks whose processing ran out of retries."""
+    failed = _run(lambda c: c.inbound.list_failed())
+    lines = [
+        f"{w.id}  {w.provider:<9} {w.event_type:<32} {w.event_id}  "
+        f"attempts={w.attempt_count}  {w.last_error or ''}"
+        for w in failed
+    ]
+    _emit(as_json, [dataclasses.asdict(w) for w in failed], "\n".join(lines) or "None failed.")
+
+
+@webhooks_group.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Replay every failed webhook.")
+@json_option
+def webhooks_replay(ids: tuple[str, ...], all_failed: bool, as_json: bool) -> None:
+    """Queue failed inbound webhooks again (by id, or --all-failed), due now with a fresh
+    retry schedule; the worker processes them."""
+    if not ids and not all_failed:
+        raise click.UsageError("Name webhook ids or pass --all-failed.")
+    count = _run(lambda c: c.inbound.replay(ids, all_failed=all_failed))
+    _emit(as_json, {"replayed": count}, f"Queued {count} webhook(s) again.")
 
 
 @main.group("audit")

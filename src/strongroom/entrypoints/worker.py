@@ -31,6 +31,7 @@ async def run_once(container: Container) -> dict[str, int]:
         "recovered": container.payments.recover,
         "sequenced": container.sequencer.run_once,
         "delivered": lambda: container.webhooks.deliver_due(settings.worker_batch_size),
+        "inbound": lambda: container.inbound.process_due(settings.worker_batch_size),
         "pruned": lambda: prune_idempotency_keys(
             container.uow,
             container.clock,

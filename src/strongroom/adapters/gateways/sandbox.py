@@ -3,14 +3,19 @@
 It keeps its own record of charges (tables `sandbox_*`, in its own transactions), honours
 idempotency keys the way a real processor does, sends 3-D Secure challenges to a page it serves,
 and can be told to fail (time out before or after charging, answer 5xx) so that recovery can be
-tested. Its test tokens are Stripe's.
+tested. Its test tokens and test card numbers are Stripe's.
+
+It also tokenizes: its hosted card fields post one of those test card numbers to its
+tokenization endpoint, and `tokenize` keeps a `tok_…` that behaves as the matching test token,
+with only what may be shown (brand, last four, country, expiry). The number is never stored.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from strongroom.adapters.db.engine import autocommit
-from strongroom.adapters.db.tables import sandbox_charges, sandbox_requests
+from strongroom.adapters.db.tables import sandbox_charges, sandbox_requests, sandbox_tokens
 from strongroom.adapters.gateways.port import (
     ChargeState,
     ChargeStatus,
@@ -31,6 +36,7 @@ from strongroom.adapters.gateways.port import (
 from strongroom.domain.clock import Clock
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import ActionRequired, Approved, Declined, GatewayAnswer
+from strongroom.domain.pan import brand_of
 
 
 class Fault(StrEnum):
@@ -40,31 +46,90 @@ class Fault(StrEnum):
 
 
 @dataclass(frozen=True)
+class CardFacts:
+    """What routing may know about the card behind a token; never the number."""
+
+    brand: str
+    country: str | None
+    last4: str
+
+
+@dataclass(frozen=True)
 class _Card:
     approve: bool
     code: str | None = None
     decline_code: str | None = None
     message: str | None = None
     three_d_secure: bool = False
+    facts: CardFacts = CardFacts("visa", "US", "4242")
 
 
 TEST_TOKENS: dict[str, _Card] = {
     "tok_visa": _Card(approve=True),
-    "tok_mastercard": _Card(approve=True),
+    "tok_mastercard": _Card(approve=True, facts=CardFacts("mastercard", "US", "4444")),
     "tok_chargeDeclined": _Card(
         approve=False,
         code="card_declined",
         decline_code="generic_decline",
         message="Your card was declined.",
+        facts=CardFacts("visa", "US", "0002"),
     ),
     "tok_chargeDeclinedInsufficientFunds": _Card(
         approve=False,
         code="card_declined",
         decline_code="insufficient_funds",
         message="Your card has insufficient funds.",
+        facts=CardFacts("visa", "US", "9995"),
     ),
-    "tok_threeDSecureRequired": _Card(approve=True, three_d_secure=True),
+    "tok_threeDSecureRequired": _Card(
+        approve=True, three_d_secure=True, facts=CardFacts("visa", "US", "3220")
+    ),
 }
+
+
+@dataclass(frozen=True)
+class SandboxCard:
+    """A test card number's behaviour (the test token it charges as) and issuing country."""
+
+    behaves_as: str
+    country: str = "US"
+
+
+# Stripe's published test card numbers. Any other number is refused at tokenization: the
+# sandbox charges test cards only.
+TEST_CARDS: dict[str, SandboxCard] = {
+    "4242424242424242": SandboxCard("tok_visa"),
+    "5555555555554444": SandboxCard("tok_mastercard"),
+    "2223003122003222": SandboxCard("tok_mastercard"),
+    "4000002500003155": SandboxCard("tok_threeDSecureRequired"),
+    "4000000000003220": SandboxCard("tok_threeDSecureRequired"),
+    "4000000000000002": SandboxCard("tok_chargeDeclined"),
+    "4000000000009995": SandboxCard("tok_chargeDeclinedInsufficientFunds"),
+    # Cards issued elsewhere, for routing by country.
+    "4000002500000003": SandboxCard("tok_visa", "FR"),
+    "4000000760000002": SandboxCard("tok_visa", "BR"),
+    "4000008260000000": SandboxCard("tok_visa", "GB"),
+    "4000001240000000": SandboxCard("tok_visa", "CA"),
+}
+
+
+@dataclass(frozen=True)
+class CardToken:
+    """A card tokenized by the hosted fields, as stored: no number, no security code."""
+
+    id: str
+    merchant_id: str
+    behaves_as: str
+    brand: str
+    last4: str
+    country: str | None
+    exp_month: int
+    exp_year: int
+    created_at: datetime
+
+    @property
+    def facts(self) -> CardFacts:
+        return CardFacts(self.brand, self.country, self.last4)
 
 
 # The sandbox's own charge statuses, in the port's terms.
@@ -85,11 +150,26 @@ _CHARGE_BY_KEY = select(sandbox_charges).where(
 class SandboxGateway:
     name = "sandbox"
 
-    def __init__(self, engine: AsyncEngine, *, public_url: str, clock: Clock) -> None:
+    TOKEN_CACHE_LIMIT = 10_000
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        public_url: str,
+        clock: Clock,
+        read_engine: AsyncEngine | None = None,
+    ) -> None:
+        """`read_engine` (the Engines' read engine) serves token lookups, reads like any other:
+        on SQLite a connection of the write engine would queue behind whatever write
+        transaction is open."""
         self._engine = engine
+        self._read_engine = read_engine or engine
         self._public_url = public_url.rstrip("/")
         self._clock = clock
         self._faults: deque[Fault] = deque()
+        # Tokens never change once made: those seen are kept, so paying costs no lookup.
+        self._tokens: dict[str, CardToken] = {}
         insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
         self._insert_charge = (
             insert(sandbox_charges)
@@ -116,7 +196,7 @@ class SandboxGateway:
         The answer is derived from the charge's fixed columns, so a replay gives the first
         answer even after the charge has moved on (captured, voided, challenge answered)."""
         self._maybe_fail_before()
-        card = TEST_TOKENS.get(payment_method)
+        card = await self._behaviour(payment_method)
         if card is None:  # nothing is recorded, so the answer is the same on every retry
             return Declined(
                 None,
@@ -148,11 +228,12 @@ class SandboxGateway:
             row = (await conn.execute(self._insert_charge, values)).first()
             if row is None:
                 row = (await conn.execute(_CHARGE_BY_KEY, {"key": idempotency_key})).one()
+        if row.payment_method != payment_method:  # the key was first used with another card
+            card = await self._known_behaviour(row.payment_method)
         self._maybe_fail_after()
-        return self._authorization_answer(row)
+        return self._authorization_answer(row, card)
 
-    def _authorization_answer(self, row: Any) -> GatewayAnswer:
-        card = TEST_TOKENS[row.payment_method]
+    def _authorization_answer(self, row: Any, card: _Card) -> GatewayAnswer:
         if not card.approve:
             assert card.code is not None
             assert card.message is not None
@@ -228,7 +309,9 @@ class SandboxGateway:
         state = _STATES[row.status]
         decline = None
         if state is ChargeState.FAILED:
-            answer = self._authorization_answer(row)
+            answer = self._authorization_answer(
+                row, await self._known_behaviour(row.payment_method)
+            )
             decline = answer if isinstance(answer, Declined) else None
             if decline is None:  # approved card, failed challenge
                 decline = Declined(
@@ -244,6 +327,59 @@ class SandboxGateway:
             amount_refunded=row.amount_refunded,
             decline=decline,
         )
+
+    # --- tokenization (the hosted fields' side) ------------------------------------------------
+    async def tokenize(
+        self, *, merchant_id: str, number: str, exp_month: int, exp_year: int
+    ) -> CardToken | None:
+        """Keep a token for one of the sandbox's test card numbers (digits only, checked by the
+        caller); None for any other number, which the sandbox cannot charge. Only the brand,
+        last four, country and expiry are stored."""
+        card = TEST_CARDS.get(number)
+        if card is None:
+            return None
+        token = CardToken(
+            id=new_id("tok"),
+            merchant_id=merchant_id,
+            behaves_as=card.behaves_as,
+            brand=brand_of(number) or "unknown",
+            last4=number[-4:],
+            country=card.country,
+            exp_month=exp_month,
+            exp_year=exp_year,
+            created_at=self._clock.now(),
+        )
+        async with autocommit(self._engine) as conn:
+            await conn.execute(sandbox_tokens.insert().values(**asdict(token)))
+        return self._remember(token)
+
+    async def token(self, token_id: str) -> CardToken | None:
+        """A token the hosted fields made, or None (the fixed test tokens are not rows)."""
+        if token_id in TEST_TOKENS or not token_id.startswith("tok_"):
+            return None
+        known = self._tokens.get(token_id)
+        if known is not None:
+            return known
+        async with self._read_engine.connect() as conn:
+            row = (
+                await conn.execute(select(sandbox_tokens).where(sandbox_tokens.c.id == token_id))
+            ).first()
+        return self._remember(CardToken(**row._mapping)) if row is not None else None
+
+    def _remember(self, token: CardToken) -> CardToken:
+        if len(self._tokens) >= self.TOKEN_CACHE_LIMIT:
+            self._tokens.clear()
+        self._tokens[token.id] = token
+        return token
+
+    async def card_facts(self, token: str) -> CardFacts | None:
+        """Brand, country and last four of the card behind a token (a fixed test token or one
+        the hosted fields made), for routing; None for a token the sandbox does not know."""
+        fixed = TEST_TOKENS.get(token)
+        if fixed is not None:
+            return fixed.facts
+        made = await self.token(token)
+        return made.facts if made is not None else None
 
     # --- the customer's side of 3-D Secure -----------------------------------------------------
     async def charge(self, charge_id: str) -> dict[str, Any] | None:
@@ -269,6 +405,23 @@ class SandboxGateway:
             return [dict(r._mapping) for r in rows]
 
     # --- internals -----------------------------------------------------------------------------
+    async def _behaviour(self, payment_method: str) -> _Card | None:
+        """How a payment method charges: a fixed test token's own behaviour, or that of the
+        test token a hosted-fields token behaves as (looked up by its random id alone: the port
+        carries no merchant)."""
+        fixed = TEST_TOKENS.get(payment_method)
+        if fixed is not None:
+            return fixed
+        made = await self.token(payment_method)
+        return TEST_TOKENS[made.behaves_as] if made is not None else None
+
+    async def _known_behaviour(self, payment_method: str) -> _Card:
+        """The behaviour of a payment method a charge was made with (so it resolved then)."""
+        card = await self._behaviour(payment_method)
+        if card is None:
+            raise LookupError("sandbox: a charge's payment method is no longer known")
+        return card
+
     async def _idempotent(
         self,
         key: str,

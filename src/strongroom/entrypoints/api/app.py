@@ -17,13 +17,16 @@ from strongroom.entrypoints.api.middleware import EdgeMiddleware
 from strongroom.entrypoints.api.pan_guard import PanGuard
 from strongroom.entrypoints.api.routes import (
     audit,
+    checkout,
     customers,
     gateway_accounts,
+    gateway_webhooks,
     health,
     payment_intents,
     refunds,
     reports,
     sandbox,
+    tokens,
     webhook_endpoints,
 )
 from strongroom.entrypoints.api.routes import metrics as metrics_route
@@ -61,8 +64,18 @@ def create_app(
     )
     app.state.container = built
     errors.install(app)
-    routers = (health, customers, payment_intents, refunds, reports, audit, sandbox)
-    for module in (*routers, webhook_endpoints, gateway_accounts):
+    routers = (
+        health,
+        customers,
+        payment_intents,
+        refunds,
+        reports,
+        audit,
+        sandbox,
+        tokens,
+        checkout,
+    )
+    for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks):
         app.include_router(module.router)
     app.include_router(metrics_route.router)  # outside the documented API
     # The last added is outermost: EdgeMiddleware (request id, body cap) → PanGuard → routes.
