@@ -40,7 +40,9 @@ from tests.support import asyncpg_url, pg_database, service_missing, unique_name
 PAYMENTS = 2000
 KILL_EVERY = 150  # payments between two SIGKILLs
 WORKERS = 2
-DRAIN_DEADLINE_SECONDS = 180.0
+# A bound, not a target: on a loaded 2-core machine the DuckDB projector (two workers taking
+# turns at the file) was seen still catching up after 180 s; alone it drains well within that.
+DRAIN_DEADLINE_SECONDS = 300.0
 NATS_URL = os.environ.get("STRONGROOM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
