@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -44,6 +45,7 @@ WORKERS = 2
 # turns at the file) was seen still catching up after 180 s; alone it drains well within that.
 DRAIN_DEADLINE_SECONDS = 300.0
 NATS_URL = os.environ.get("STRONGROOM_TEST_NATS_URL", "nats://127.0.0.1:4222")
+CONSUMERS = ("webhooks", "reporting")  # the stream's durable consumers (bootstrap subscribes)
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -226,13 +228,17 @@ async def _payment(container: Container, caller: c.Caller, n: int) -> None:
 
 
 async def _drained(container: Container) -> None:
-    """Wait (bounded) until the outbox is empty, the projection has every event and the
-    webhooks consumer has made a delivery for every payment_intent.succeeded."""
+    """Wait (bounded) until the outbox is empty, every consumer has acknowledged every event,
+    and no webhook delivery is pending.
+
+    Acknowledgements, not the projection's newest seq: two workers share each consumer, so
+    the newest seq applied says nothing of older events a SIGKILLed worker was holding; those
+    come back only when their ack wait runs out, and a consumer acks only after applying."""
+    stream = parse_qs(urlsplit(container.settings.events_url).query)["stream"][0]
     deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
     while time.monotonic() < deadline:
         async with container.uow.reading() as repo:
             backlog, _ = await outbox_store.backlog(repo.conn)
-            newest = (await repo.conn.execute(select(func.max(t.outbox.c.seq)))).scalar()
             pending = (
                 await repo.conn.execute(
                     select(func.count())
@@ -240,31 +246,32 @@ async def _drained(container: Container) -> None:
                     .where(t.webhook_deliveries.c.status == "pending")
                 )
             ).scalar()
-            # The webhooks consumer runs at its own pace: under load it can still be working
-            # through the stream after the projection has caught up.
-            deliveries = (
-                await repo.conn.execute(select(func.count()).select_from(t.webhook_deliveries))
-            ).scalar()
-            succeeded = (
-                await repo.conn.execute(
-                    select(func.count())
-                    .select_from(t.outbox)
-                    .where(t.outbox.c.type == "payment_intent.succeeded")
-                )
-            ).scalar()
-        lag = await container.reporting.lag()
-        if (
-            backlog == 0
-            and lag.seq >= (newest or 0)
-            and pending == 0
-            and (deliveries or 0) >= (succeeded or 0)
-        ):
+        unacked = await _unacked(stream)
+        if backlog == 0 and not unacked and pending == 0:
             return
         await asyncio.sleep(0.2)  # polling a bounded wait for other processes, not timing
     pytest.fail(
-        f"not drained in time: backlog {backlog}, projection at {lag.seq} of {newest}, "
-        f"{pending} webhook deliveries pending, {deliveries} made for {succeeded} events"
+        f"not drained in time: backlog {backlog}, events not yet acknowledged {unacked}, "
+        f"{pending} webhook deliveries pending"
     )
+
+
+async def _unacked(stream: str) -> dict[str, int]:
+    """Per consumer, the events it has not acknowledged yet (waiting or handed out)."""
+    import nats
+
+    nc = await nats.connect(NATS_URL, connect_timeout=3, max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream()
+        out: dict[str, int] = {}
+        for consumer in CONSUMERS:
+            info = await js.consumer_info(stream, consumer)
+            waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            if waiting:
+                out[consumer] = waiting
+        return out
+    finally:
+        await nc.close()
 
 
 def _totals(name: ReportName, rows: list[dict[str, Any]]) -> dict[tuple[str, ...], tuple[int, ...]]:
