@@ -3,8 +3,10 @@
     python bench/report.py RESULTS_DIR
 
 Reads, from RESULTS_DIR (written by bench/run.sh): wrk-key.txt and wrk-nokey.txt (wrk's output,
-with the BENCH_RESULT line bench/payments.lua prints), pgbench.txt, cpu-*.json (bench/cpustat.py)
-and meta.txt (key=value). Prints the table, writes summary.json beside the inputs.
+with the BENCH_RESULT line bench/result.lua prints), the alternating slices' wrk-*-N.txt,
+wrk-webhooks.txt and pgbench-insert.txt (webhook ingest and its baseline), pgbench.txt,
+cpu-*.json (bench/cpustat.py) and meta.txt (key=value). Prints the table, writes
+summary.json beside the inputs.
 
 Exit status: 2 when a measured run had errors (non-200 responses, socket errors) or an output
 could not be parsed, since its numbers then mean nothing; 1 when BENCH_STRICT=1 and a target
@@ -27,6 +29,7 @@ TARGET_KEY_RATIO = 0.9  # payments/s with key / without
 TARGET_AUDIT_RATIO = 0.85  # payments/s with payment audit events / without
 TARGET_LAG_S = 2.0  # the audit sequencer's lag behind committed events
 TARGET_REPORTS_RATIO = 0.85  # payments/s while a reporting dashboard loads / without
+TARGET_WEBHOOKS_RATIO = 0.3  # inbound webhooks ingested/s / pgbench one-row inserts tps
 
 RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"))
 CPU_GROUPS = ("server", "postgres", "postgres_other", "wrk", "pgbench", "py-spy")
@@ -166,6 +169,24 @@ def parse_meta(path: Path) -> dict[str, str]:
         return {}
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _webhooks(results: Path, problems: list[str]) -> tuple[WrkRun | None, float | None]:
+    """The webhook-ingest run and its pgbench baseline's tps (None where either is missing)."""
+    path, baseline = results / "wrk-webhooks.txt", results / "pgbench-insert.txt"
+    if not path.exists() or not baseline.exists():
+        problems.append("the webhook-ingest run or its pgbench baseline is missing")
+        return None, None
+    try:
+        run, pgbench = parse_wrk(path), parse_pgbench(baseline)
+    except (ParseError, ValueError, KeyError) as exc:
+        problems.append(f"webhook ingest: {exc}")
+        return None, None
+    if run.errors:
+        problems.append(f"wrk webhooks: {run.errors} errors (by status: {run.statuses})")
+    if pgbench.get("failed"):
+        problems.append(f"pgbench inserts: {int(pgbench['failed'])} failed transactions")
+    return run, pgbench["tps"]
 
 
 def verdict(ok: bool) -> str:
@@ -329,6 +350,16 @@ def main() -> int:
             None if audit_ratio is None else audit_ratio >= TARGET_AUDIT_RATIO,
         )
     )
+    webhooks, insert_tps = _webhooks(results, problems)
+    webhooks_ratio = webhooks.payments_per_s / insert_tps if webhooks and insert_tps else None
+    targets.append(
+        (
+            "webhooks ingested/s / pgbench inserts",
+            webhooks_ratio,
+            f">= {TARGET_WEBHOOKS_RATIO}",
+            None if webhooks_ratio is None else webhooks_ratio >= TARGET_WEBHOOKS_RATIO,
+        )
+    )
     lag_path = results / "audit-lag.json"
     lag = json.loads(lag_path.read_text()) if lag_path.exists() else None
     if lag is None:
@@ -358,6 +389,14 @@ def main() -> int:
             f"reports off/on, alternating {len(report_slices['reports'])} rounds: "
             f"{report_rates['noreports']:.1f} / {report_rates['reports']:.1f} payments/s "
             f"(rounds: {shown})"
+        )
+    if webhooks and insert_tps:
+        stored = results / "webhooks-stored.txt"
+        print(
+            f"inbound Stripe webhooks (verify + store + dedupe, 10% repeats): "
+            f"{webhooks.payments_per_s:.1f}/s, p99 {webhooks.p99_ms:.1f} ms; pgbench one-row "
+            f"inserts: {insert_tps:.1f} tps"
+            + (f"; rows stored: {stored.read_text().strip()}" if stored.exists() else "")
         )
     if lag:
         print(
@@ -403,6 +442,8 @@ def main() -> int:
         "pgbench": pgbench,
         "audit_rates": rates,
         "reports_rates": report_rates,
+        "webhooks": vars(webhooks) if webhooks else None,
+        "pgbench_insert_tps": insert_tps,
         "audit_lag": {k: v for k, v in (lag or {}).items() if k != "values"},
         "audit_verify": verify,
         "cpu_cores": cpu,

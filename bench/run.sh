@@ -305,6 +305,43 @@ wait "$lag_pid" || die "audit_lag.py failed"
 log "create-and-confirm WITHOUT Idempotency-Key: ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
 run_wrk nokey nokey "$SECONDS_PER_RUN"
 
+# Inbound gateway webhooks (issue 5): signed Stripe deliveries to a Stripe gateway account,
+# verified, stored and deduplicated by the same server, 10% of them repeats of earlier ones.
+WEBHOOK_SECRET="whsec_bench$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
+status="$(curl -s -o "$OUT/gateway-account.json" -w '%{http_code}' --max-time 10 \
+  "$URL/v1/gateway_accounts" -H "Authorization: Bearer $SK" -H "Content-Type: application/json" \
+  -d "{\"provider\":\"stripe\",\"credentials\":{\"secret_key\":\"sk_test_bench\",\"publishable_key\":\"pk_test_bench\",\"webhook_secrets\":[\"$WEBHOOK_SECRET\"]}}")"
+[[ "$status" == 200 ]] || die "gateway account: HTTP $status: $(cat "$OUT/gateway-account.json")"
+ACCOUNT="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT/gateway-account.json")"
+# Enough for 5,000 deliveries/s; the file is deleted afterwards (it is only signed test events).
+"$PY" "$BENCH_DIR/webhook_requests.py" "$ACCOUNT" "$WEBHOOK_SECRET" \
+  "$(((SECONDS_PER_RUN + WARMUP) * 5000))" "$OUT/webhook-requests.tsv" ||
+  die "webhook_requests.py failed"
+log "inbound webhooks: ${SECONDS_PER_RUN}s of signed Stripe deliveries, $CONNECTIONS connections"
+run_webhooks() {
+  local name=$1 duration=$2
+  "${PSQL[@]}" -d postgres -c "CHECKPOINT"
+  "$PY" "$BENCH_DIR/cpustat.py" "$SERVER_PID" "$duration" "$OUT/cpu-$name.json" "$APP_DB" &
+  local cpu_pid=$!
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" --latency -s "$BENCH_DIR/webhooks.lua" \
+    "$URL" -- "$OUT/webhook-requests-$name.tsv" "$THREADS" "$name" \
+    >"$OUT/wrk-$name.txt" 2>"$OUT/wrk-$name.err" || {
+    cat "$OUT/wrk-$name.txt" "$OUT/wrk-$name.err" >&2
+    die "wrk failed ($name)"
+  }
+  wait "$cpu_pid" || true
+  grep -E 'Requests/sec|Non-2xx|Socket errors' "$OUT/wrk-$name.txt" || true
+}
+# The warm-up and the measured run each get their own lines, so no delivery is sent twice
+# except the generator's deliberate repeats.
+head -n "$((WARMUP * 5000))" "$OUT/webhook-requests.tsv" >"$OUT/webhook-requests-webhooks-warmup.tsv"
+tail -n "+$((WARMUP * 5000 + 1))" "$OUT/webhook-requests.tsv" >"$OUT/webhook-requests-webhooks.tsv"
+rm -f "$OUT/webhook-requests.tsv"
+run_webhooks webhooks-warmup "$WARMUP" >/dev/null
+run_webhooks webhooks "$SECONDS_PER_RUN"
+"${PSQL[@]}" -d "$APP_DB" -c "SELECT count(*) FROM inbound_webhooks" >"$OUT/webhooks-stored.txt"
+rm -f "$OUT"/webhook-requests-*.tsv
+
 if [[ "$PROFILE" == 1 ]]; then
   [[ -x "$BIN/py-spy" ]] || "$BIN/pip" install -q py-spy
   log "profiling: ${PROFILE_SECONDS}s with Idempotency-Key under py-spy (workers $WORKER_PIDS)"
@@ -344,6 +381,22 @@ cpu_pid=$!
 }
 wait "$cpu_pid" || true
 grep -E '^(tps|latency average|number of failed)' "$OUT/pgbench.txt" || true
+
+# The webhook-ingest baseline: one INSERT per transaction (bench/insert_one.sql) into a table
+# shaped like inbound_webhooks' hot path, same clients, same length.
+"${PSQL[@]}" -d "$PGB_DB" -c "CREATE TABLE ingest (id bigserial PRIMARY KEY,
+  event_id text NOT NULL UNIQUE, payload text NOT NULL, received_at timestamptz NOT NULL DEFAULT now())"
+"${PSQL[@]}" -d postgres -c "CHECKPOINT"
+log "pgbench one-row inserts: $CONNECTIONS clients, $THREADS threads, ${SECONDS_PER_RUN}s"
+"$PY" "$BENCH_DIR/cpustat.py" 0 "$SECONDS_PER_RUN" "$OUT/cpu-pgbench-insert.json" "$PGB_DB" &
+cpu_pid=$!
+"${PGB[@]}" -n -f "$BENCH_DIR/insert_one.sql" -c "$CONNECTIONS" -j "$THREADS" \
+  -T "$SECONDS_PER_RUN" "$PGB_DB" >"$OUT/pgbench-insert.txt" 2>&1 || {
+  cat "$OUT/pgbench-insert.txt" >&2
+  die "pgbench (one-row inserts) failed"
+}
+wait "$cpu_pid" || true
+grep -E '^(tps|latency average|number of failed)' "$OUT/pgbench-insert.txt" || true
 
 # --- audit verify over a big log -----------------------------------------------------------------
 AUDIT_DB="strongroom_bench_audit_$SUFFIX"

@@ -155,7 +155,7 @@ def bootstrap(
     bus.subscribe("webhooks", webhooks.handle)
     # Reports are served from their own store; nothing is connected until first used.
     reporting = Reporting(reporting_store_from_url(settings.reporting_url), engines, clock)
-    bus.subscribe("reporting", reporting.handle)
+    bus.subscribe("reporting", reporting.apply)
     return Container(
         settings,
         engines,

@@ -200,13 +200,13 @@ async def test_in_process_stream_publishes_only_what_every_consumer_applied(
     applied: dict[str, list[str]] = {"reporting": [], "webhooks": []}
     broken = {"webhooks": True}
 
-    async def reporting(event: Event) -> None:
-        applied["reporting"].append(event.id)
+    async def reporting(events: Sequence[Event]) -> None:
+        applied["reporting"].extend(event.id for event in events)
 
-    async def webhooks(event: Event) -> None:
+    async def webhooks(events: Sequence[Event]) -> None:
         if broken["webhooks"]:
             raise RuntimeError("receiver store down")
-        applied["webhooks"].append(event.id)
+        applied["webhooks"].extend(event.id for event in events)
 
     container.bus.handlers.clear()  # just these two consumers
     container.bus.subscribe("reporting", reporting)

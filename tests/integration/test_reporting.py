@@ -316,7 +316,7 @@ async def test_events_out_of_order_keep_the_newest_state(store: ReportingStore) 
     """Delivered newest first, one by one: older states arriving later change nothing."""
     projector = _reporting(store)
     for event in reversed(DATASET):
-        await projector.handle(event)
+        await projector.apply([event])
     assert await reports(store) == EXPECTED
 
 
@@ -326,7 +326,7 @@ async def test_duplicates_never_count_twice(store: ReportingStore) -> None:
     await projector.apply(DATASET)  # the whole stream again, as at-least-once allows
     await projector.apply(DATASET[::3] + DATASET[::3])  # and duplicates inside one batch
     for event in DATASET[5:9]:
-        await projector.handle(event)
+        await projector.apply([event])
     assert await reports(store) == EXPECTED
 
 
@@ -413,7 +413,7 @@ async def test_a_rebuild_replaces_projected_attempts_up_to_its_watermark(
         amount=500,
         error=("card_declined", "do_not_honor"),
     )
-    await projector.handle(late)  # above it: counted
+    await projector.apply([late])  # above it: counted
     assert await attempts() == (3, 1)
     reasons = shape(
         ReportName.DECLINE_REASONS, await store.query(ReportName.DECLINE_REASONS, ACCT_A)
@@ -635,7 +635,7 @@ async def test_backfill_while_payments_and_events_keep_coming(
     await _relay_all(container)
     fresh = _fresh_store(reporting_url, tmp_path)
     rebuilt = Reporting(fresh, container.engines, clock)
-    container.bus.subscribe("reporting-rebuilt", rebuilt.handle)
+    container.bus.subscribe("reporting-rebuilt", rebuilt.apply)
     pay = container.payments
     try:
 

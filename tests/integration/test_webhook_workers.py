@@ -125,6 +125,41 @@ async def _disabled_events(container: Container) -> list[Row[Any]]:
         return list(rows.all())
 
 
+async def test_a_batch_fans_out_to_each_events_own_merchant_and_mode(
+    container: Container, caller: Caller, receiver: Receiver
+) -> None:
+    """The stream hands the consumer a batch mixing merchants and modes: each event goes only
+    to endpoints of its own merchant and mode that take it, and the batch again adds nothing."""
+    other_merchant = await container.merchants.create_merchant("Other Hooks")
+    other = Caller(merchant_id=other_merchant.id, livemode=False)
+    live = Caller(merchant_id=caller.merchant_id, livemode=True)
+    mine = await _endpoint(container, caller, receiver.url())
+    refunds_only = await _endpoint(
+        container, caller, receiver.url(), events=[str(EventType.REFUND_CREATED)]
+    )
+    theirs = await _endpoint(container, other, receiver.url())
+    batch = [
+        _event(container, caller),
+        _event(container, other),
+        _event(container, live),  # no live endpoint: goes nowhere
+        _event(container, caller, EventType.REFUND_CREATED),
+    ]
+
+    await container.webhooks.handle(batch)
+    await container.webhooks.handle(batch)
+
+    def got(endpoint: WithSecret) -> list[str]:
+        return [d.event_id for d in deliveries[endpoint.endpoint.id]]
+
+    deliveries = {
+        ep.endpoint.id: await _deliveries(container, ep.endpoint.id)
+        for ep in (mine, refunds_only, theirs)
+    }
+    assert sorted(got(mine)) == sorted([batch[0].id, batch[3].id])
+    assert got(refunds_only) == [batch[3].id]
+    assert got(theirs) == [batch[1].id]
+
+
 async def test_a_failed_attempt_is_retried_when_due_and_not_before(
     container: Container, caller: Caller, clock: FakeClock, receiver: Receiver
 ) -> None:
@@ -132,7 +167,7 @@ async def test_a_failed_attempt_is_retried_when_due_and_not_before(
     endpoint = await _endpoint(container, caller, receiver.url())
     receiver.secrets = {"current": endpoint.secret}
     event = _event(container, caller)
-    await container.webhooks.handle(event)
+    await container.webhooks.handle([event])
 
     assert await container.webhooks.deliver_due(10) == 1
     [delivery] = await _deliveries(container, endpoint.endpoint.id)
@@ -181,7 +216,7 @@ async def test_retry_after_is_honoured_on_429_and_503(
         retry_after = format_datetime(clock.now() + timedelta(hours=1), usegmt=True)
     receiver.script = replies(Reply(status, {"Retry-After": retry_after}))
     endpoint = await _endpoint(container, caller, receiver.url())
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
     start = clock.now()
 
     await container.webhooks.deliver_due(10)
@@ -200,7 +235,7 @@ async def test_retry_after_on_a_500_does_not_stretch_the_schedule(
 ) -> None:
     receiver.script = replies(Reply(500, {"Retry-After": "3600"}))
     endpoint = await _endpoint(container, caller, receiver.url())
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
     await container.webhooks.deliver_due(10)
     [delivery] = await _deliveries(container, endpoint.endpoint.id)
     assert delivery.next_attempt_at - clock.now() <= timedelta(seconds=5.5)
@@ -211,9 +246,9 @@ async def test_410_gone_disables_the_endpoint_at_once(
 ) -> None:
     receiver.script = lambda _request: Reply(410)
     endpoint = await _endpoint(container, caller, receiver.url())
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
     clock.advance(seconds=1)
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
 
     assert await container.webhooks.deliver_due(1) == 1  # the older one only
     first, waiting = await _deliveries(container, endpoint.endpoint.id)
@@ -226,7 +261,7 @@ async def test_410_gone_disables_the_endpoint_at_once(
     # Its waiting delivery stops, and new events make none.
     clock.advance(hours=1)
     assert await container.webhooks.deliver_due(10) == 0
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
     assert len(await _deliveries(container, endpoint.endpoint.id)) == 2
     assert len(receiver.received) == 1
 
@@ -248,7 +283,7 @@ async def test_a_whole_schedule_of_failures_disables_the_endpoint_and_tells_the_
         container, caller, receiver.url("/watcher"), ["webhook_endpoint.disabled"]
     )
     receiver.secrets = {"failing": failing.secret, "watcher": watcher.secret}
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
     start = clock.now()
 
     for attempt in range(1, 11):
@@ -289,10 +324,10 @@ async def test_one_success_during_the_schedule_keeps_the_endpoint_enabled(
     doomed = _event(container, caller)
     receiver.script = lambda request: Reply(500) if request.webhook_id == doomed.id else Reply()
     endpoint = await _endpoint(container, caller, receiver.url())
-    await container.webhooks.handle(doomed)
+    await container.webhooks.handle([doomed])
     await container.webhooks.deliver_due(10)
     clock.advance(hours=30)  # in the middle of the doomed delivery's three days
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
 
     while True:
         await container.webhooks.deliver_due(10)
@@ -319,7 +354,7 @@ async def test_a_refused_target_is_recorded_with_its_reason_and_nothing_is_sent(
     resolver = StaticResolver({"hooks.merchant.test": ["10.0.0.1"]})
     await container.webhooks.client.aclose()
     container.webhooks.client = SafeClient(resolver=resolver, allow_loopback=True)
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
 
     assert await container.webhooks.deliver_due(10) == 1
     [delivery] = await _deliveries(container, endpoint.endpoint.id)
@@ -350,7 +385,7 @@ async def test_a_redirect_is_not_followed(
         Reply(302, {"Location": elsewhere}) if request.path == "/moved" else Reply()
     )
     endpoint = await _endpoint(container, caller, receiver.url("/moved"))
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
 
     await container.webhooks.deliver_due(10)
     [delivery] = await _deliveries(container, endpoint.endpoint.id)
@@ -368,7 +403,7 @@ async def test_a_connection_refused_is_recorded(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     endpoint = await _endpoint(container, caller, f"http://127.0.0.1:{port}/hooks")
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
 
     await container.webhooks.deliver_due(10)
     [delivery] = await _deliveries(container, endpoint.endpoint.id)
@@ -383,7 +418,7 @@ async def test_a_dead_workers_lease_expires_and_another_sends(
     container: Container, caller: Caller, clock: FakeClock, receiver: Receiver
 ) -> None:
     endpoint = await _endpoint(container, caller, receiver.url())
-    await container.webhooks.handle(_event(container, caller))
+    await container.webhooks.handle([_event(container, caller)])
     now = clock.now()
     async with container.uow.transaction() as tx:  # a worker leases, then is SIGKILLed
         [leased] = await webhook_store.lease_due(tx.repo.conn, now, now + timedelta(minutes=1), 10)
@@ -419,7 +454,7 @@ async def test_two_workers_never_send_a_delivery_twice(
     receiver.secrets = {"current": endpoint.secret}
     events = [_event(container, caller) for _ in range(200)]
     for event in events:
-        await container.webhooks.handle(event)
+        await container.webhooks.handle([event])
 
     async def drain(worker: Container) -> int:
         sent = 0

@@ -284,12 +284,9 @@ class Reporting:
         self.engines = engines
         self.clock = clock
 
-    async def handle(self, event: Event) -> None:
-        """The event stream's handler for the `reporting` consumer."""
-        await self.apply([event])
-
     async def apply(self, events: Sequence[Event]) -> None:
-        """Apply a batch of events in one write (any order, duplicates welcome)."""
+        """The `reporting` consumer: a batch of events in one write (any order, duplicates
+        welcome)."""
         if events:
             await self.store.apply(project(events, applied_at=self.clock.now()))
 

@@ -3,7 +3,7 @@ and the delivery loop every worker runs.
 
 How an event reaches a merchant:
 
-  fan-out   `handle(event)` (a durable consumer of the event stream) inserts one delivery per
+  fan-out   `handle(events)` (a durable consumer of the event stream) inserts one delivery per
             enabled endpoint of the event's merchant and mode whose filter takes it, with the
             Stripe-shaped body frozen, due now. Insert-or-ignore on (endpoint, event), so an
             event the stream hands over twice creates nothing new.
@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from ipaddress import ip_address
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -396,12 +397,32 @@ class Webhooks:
         )
 
     # --- fan-out (event stream consumer) ---------------------------------------------------------
-    async def handle(self, event: Event) -> None:
-        """One delivery per enabled endpoint of the event's merchant and mode that takes the
-        event, due now. Idempotent: deliveries are keyed by (endpoint, event)."""
+    async def handle(self, events: Sequence[Event]) -> None:
+        """One delivery per enabled endpoint of an event's merchant and mode that takes the
+        event, due now; a batch in one transaction. Idempotent: deliveries are keyed by
+        (endpoint, event)."""
+        scopes = {(event.merchant_id, event.livemode) for event in events}
         async with self.uow.reading() as repo:
             # Read first, outside the write lock: most events of most merchants go nowhere.
-            endpoints = await store.enabled_endpoints(repo.conn, event.merchant_id, event.livemode)
+            endpoints = {
+                scope: await store.enabled_endpoints(repo.conn, *scope) for scope in scopes
+            }
+        now = self.clock.now()
+        rows = [
+            row
+            for event in events
+            for row in self._deliveries(event, endpoints[event.merchant_id, event.livemode], now)
+        ]
+        if not rows:
+            return
+        async with self.uow.transaction() as tx:
+            await store.add_deliveries(tx.repo.conn, rows)
+            await tx.commit()
+
+    @staticmethod
+    def _deliveries(
+        event: Event, endpoints: Sequence[WebhookEndpoint], now: datetime
+    ) -> list[dict[str, Any]]:
         aggregate = (event.aggregate_type, event.aggregate_id)
         targets = [
             ep
@@ -410,10 +431,9 @@ class Webhooks:
             if ep.takes(event.type, aggregate) and ep.created_at <= event.created_at
         ]
         if not targets:
-            return
+            return []
         payload = json.dumps(event.merchant_payload(), separators=(",", ":"), ensure_ascii=False)
-        now = self.clock.now()
-        rows = [
+        return [
             {
                 "id": new_id("whd"),
                 "endpoint_id": ep.id,
@@ -433,9 +453,6 @@ class Webhooks:
             }
             for ep in targets
         ]
-        async with self.uow.transaction() as tx:
-            await store.add_deliveries(tx.repo.conn, rows)
-            await tx.commit()
 
     # --- delivery loop (every worker) ------------------------------------------------------------
     async def deliver_due(self, limit: int) -> int:

@@ -13,11 +13,11 @@ class MemoryBus(EventBus):
         return None
 
     async def publish(self, events: Sequence[Event]) -> None:
-        # In order, and stopping at the first failure: the relay marks nothing published, so
-        # every consumer sees these events again (and skips those it has applied).
-        for event in events:
-            for handler in self.handlers.values():
-                await handler(event)
+        # The relay's batch to each consumer in turn, stopping at the first failure: the relay
+        # marks nothing published, so every consumer sees these events again (and skips those
+        # it has applied).
+        for handler in self.handlers.values():
+            await handler(events)
 
     async def pump(self, limit: int) -> int:
         return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -101,8 +101,9 @@ class NatsOptions:
 class NatsBus(EventBus):
     """Events go to `<stream>.events.<event type>` with the event id as `Nats-Msg-Id`, so the
     stream keeps one copy of each however often the relay publishes it. `pump` pulls from each
-    subscribed consumer, acks what its handler applied and naks (with a growing delay) what it
-    did not, so a failing event is retried without holding up the events behind it."""
+    subscribed consumer and hands each consumer's pull to its handler as one batch. If the
+    batch fails, each of its events is tried alone, so one failing event is naked (and retried
+    with a growing delay) without holding up the events beside it."""
 
     def __init__(self, options: NatsOptions | None = None) -> None:
         super().__init__()
@@ -231,27 +232,39 @@ class NatsBus(EventBus):
         except TimeoutError:  # nats.errors.TimeoutError or, on some paths, asyncio's own
             return 0  # nothing waiting
         handler = self.handlers[consumer]
-        handled = 0
+        batch: list[tuple[Event, Msg]] = []
         for message in messages:
-            if await self._deliver(consumer, handler, message):
-                handled += 1
-        return handled
+            try:
+                batch.append((Event.from_json(message.data), message))
+            except (ValueError, TypeError, KeyError):
+                # No retry can decode it; keeping it would only stall the consumer.
+                log.error(
+                    "undecodable event dropped",
+                    consumer=consumer,
+                    stream_seq=message.metadata.sequence.stream,
+                )
+                await message.term()
+        if not batch:
+            return 0
+        try:
+            await handler([event for event, _ in batch])
+        except Exception:
+            log.warning("event batch failed; trying its events one by one", consumer=consumer)
+            delivered = [await self._deliver(consumer, handler, e, m) for e, m in batch]
+            return sum(delivered)
+        await self._ack(message for _, message in batch)
+        return len(batch)
 
-    async def _deliver(self, consumer: str, handler: Handler, message: Msg) -> bool:
+    async def _ack(self, messages: Iterable[Msg]) -> None:
+        # Waits for the server to record each ack, so a pump that returned never leaves a
+        # handled event to be redelivered to another worker when its ack wait ends.
+        timeout = self.options.publish_timeout
+        await asyncio.gather(*(message.ack_sync(timeout=timeout) for message in messages))
+
+    async def _deliver(self, consumer: str, handler: Handler, event: Event, message: Msg) -> bool:
         attempt = message.metadata.num_delivered or 1
         try:
-            event = Event.from_json(message.data)
-        except (ValueError, TypeError, KeyError):
-            # No retry can decode it; keeping it would only stall the consumer.
-            log.error(
-                "undecodable event dropped",
-                consumer=consumer,
-                stream_seq=message.metadata.sequence.stream,
-            )
-            await message.term()
-            return False
-        try:
-            await handler(event)
+            await handler([event])
         except Exception:
             # Ids and type only: the event's data is the merchant's, not the log's.
             log.exception(
@@ -264,9 +277,7 @@ class NatsBus(EventBus):
             delay = min(self.options.nak_delay * 2 ** (attempt - 1), LONGEST_NAK_DELAY)
             await message.nak(delay=delay)
             return False
-        # Waits for the server to record the ack, so a pump that returned never leaves a
-        # handled event to be redelivered to another worker when its ack wait ends.
-        await message.ack_sync(timeout=self.options.publish_timeout)
+        await self._ack([message])
         return True
 
     async def _started(self) -> JetStreamContext:

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from strongroom.domain.events import Event
 
-Handler = Callable[[Event], Awaitable[None]]
+# A consumer gets events in batches, in stream order: one write per batch, not per event.
+Handler = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 class EventBus(ABC):
@@ -23,8 +24,9 @@ class EventBus(ABC):
         self.handlers: dict[str, Handler] = {}
 
     def subscribe(self, consumer: str, handler: Handler) -> None:
-        """Register a durable consumer by name before `start`. A handler that raises gets the
-        event again later; one that returns has applied it."""
+        """Register a durable consumer by name before `start`. A handler that returns has
+        applied the whole batch; one that raises has applied none of it for certain (some, at
+        most: consumers are idempotent) and gets those events again later."""
         self.handlers[consumer] = handler
 
     @abstractmethod
