@@ -37,6 +37,17 @@ class Settings(BaseSettings):
         description="Base URL of the sandbox's hosted card fields, an origin of its own so the "
         "merchant's page never sees a card number (default: public_url).",
     )
+    stripe_js_url: str = Field(
+        "https://js.stripe.com/v3/",
+        pattern=r"^https?://[^\s\"'<>]+$",
+        description="Stripe.js, for the demo checkout of a merchant paying through Stripe.",
+    )
+    braintree_dropin_url: str = Field(
+        "https://js.braintreegateway.com/web/dropin/1.43.0/js/dropin.min.js",
+        pattern=r"^https?://[^\s\"'<>]+$",
+        description="Braintree's Drop-in UI, for the demo checkout of a merchant paying "
+        "through Braintree.",
+    )
     max_amount: int = Field(
         99_999_999, gt=0, description="Largest amount accepted, in minor units of any currency."
     )

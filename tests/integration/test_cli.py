@@ -19,11 +19,21 @@ STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
 
 
 def cli(
-    database_url: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    database_url: str,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "STRONGROOM_DATABASE_URL": database_url, **(env or {})}
     return subprocess.run(
-        [STRONGROOM, *args], env=environ, capture_output=True, text=True, timeout=60, cwd=cwd
+        [STRONGROOM, *args],
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
     )
 
 

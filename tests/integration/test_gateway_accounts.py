@@ -4,7 +4,9 @@ only the merchant's own accounts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from strongroom.adapters.kms.envelope import DecryptionFailed
 from strongroom.bootstrap import Container
 from strongroom.entrypoints.api.app import create_app
 from strongroom.service_layer.merchants import KeyKind
+from tests.integration.test_cli import cli
 
 STRIPE_SECRET = "sk_test_" + "51Hx" * 8
 STRIPE_WEBHOOK_SECRET = "whsec_" + "c2VjcmV0" * 4
@@ -207,3 +210,84 @@ async def test_status_lists_each_account_with_a_closed_breaker(client: httpx.Asy
             "consecutive_failures": 0,
         },
     ]
+
+
+async def test_the_cli_adds_lists_and_removes_accounts(
+    client: httpx.AsyncClient,
+    container: Container,
+    database_url: str,
+    kms_url: str,
+    tmp_path: Path,
+) -> None:
+    """`strongroom gateway-accounts` as a subprocess on the same database and keyring: the
+    credentials come from a file (never arguments), are sealed, and open for the API."""
+    env = {"STRONGROOM_KMS_URL": kms_url}
+    merchant = (await client.get("/v1/gateway_accounts")).json()  # the client's merchant
+    assert merchant["data"] == []
+    async with container.engines.write.connect() as conn:
+        merchant_id = (await conn.execute(select(t.merchants.c.id))).scalar_one()
+    creds = tmp_path / "stripe.json"
+    creds.write_text(json.dumps(stripe_account()["credentials"]))
+
+    added = cli(
+        database_url, "gateway-accounts", "add", "--merchant", merchant_id,
+        "--provider", "stripe", "--credentials", str(creds), "--json", env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    account = json.loads(added.stdout)
+    assert account["provider"] == "stripe"
+    assert account["webhook_url"].endswith(f"/v1/webhooks/stripe/{account['id']}")
+    assert STRIPE_SECRET not in added.stdout + added.stderr
+
+    via_api = (await client.get(f"/v1/gateway_accounts/{account['id']}")).json()
+    assert via_api["publishable_key"] == "pk_test_abc"
+    opened = await container.gateway_accounts.credentials(merchant_id, account["id"])
+    assert opened.fields["secret_key"] == STRIPE_SECRET
+    async with container.engines.write.connect() as conn:
+        actor = (
+            await conn.execute(
+                text("SELECT actor_type, actor_id FROM audit_events WHERE event_type = :a"),
+                {"a": "api:gateway_account:create"},
+            )
+        ).one()
+    assert tuple(actor) == ("system", "cli")
+
+    sandbox = cli(
+        database_url, "gateway-accounts", "add", "--merchant", merchant_id,
+        "--provider", "sandbox", env=env,
+    )  # fmt: skip
+    assert sandbox.returncode == 0, sandbox.stderr
+    assert "webhook signing secret (shown once): whsec_" in sandbox.stdout
+
+    listed = cli(database_url, "gateway-accounts", "list", "--merchant", merchant_id, "--json",
+                 env=env)  # fmt: skip
+    assert sorted(a["provider"] for a in json.loads(listed.stdout)) == ["sandbox", "stripe"]
+    assert "whsec_" not in listed.stdout, "a secret is shown only when made"
+
+    removed = cli(database_url, "gateway-accounts", "remove", account["id"],
+                  "--merchant", merchant_id, env=env)  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert (await client.get(f"/v1/gateway_accounts/{account['id']}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--merchant", "acct_missing", "--provider", "sandbox"], "No such merchant"),
+        (["--provider", "stripe", "--credentials", "-"], "not JSON"),
+        (["--provider", "stripe"], "secret_key"),
+        (["--provider", "paypal"], "Invalid value for '--provider'"),
+    ],
+)
+async def test_the_cli_refuses_bad_input_and_adds_nothing(
+    container: Container, database_url: str, kms_url: str, args: list[str], says: str
+) -> None:
+    merchant = await container.merchants.create_merchant("Cli Gateways")
+    if "--merchant" not in args:
+        args = ["--merchant", merchant.id, *args]
+    env = {"STRONGROOM_KMS_URL": kms_url}
+    result = cli(database_url, "gateway-accounts", "add", *args, env=env, stdin="{not json")
+    assert result.returncode != 0
+    assert says in result.stderr
+    async with container.engines.write.connect() as conn:
+        assert (await conn.execute(select(t.gateway_accounts))).all() == []

@@ -13,6 +13,12 @@ fail in the ways a network fails. What it serves:
     GET  /merchants/{mid}/transactions/{id}                         find
     POST /merchants/{mid}/transactions/advanced_search_ids          search (order_id, ids)
     POST /merchants/{mid}/transactions/advanced_search              search page
+
+and, for the demo checkout in a browser, a stand-in Drop-in (tests/standins/browser_libraries.py)
+and the card tokenization it calls with the tokenization key:
+
+    GET  /web/dropin/{version}/js/dropin.min.js
+    POST /client_api/v1/payment_methods/credit_cards                a test card → its test nonce
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import hmac
 import itertools
+import json
 import re
 import threading
 from collections import deque
@@ -33,12 +40,19 @@ from typing import Any, cast
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
+from tests.standins.browser_libraries import DROPIN_JS
+
 # --- Braintree's sandbox conventions ------------------------------------------------------------
 
 VALID_NONCE = "fake-valid-nonce"
 PROCESSOR_DECLINED_NONCE = "fake-processor-declined-visa-nonce"
 GATEWAY_REJECTED_FRAUD_NONCE = "fake-gateway-rejected-fraud-nonce"
 CONSUMED_NONCE = "fake-consumed-nonce"
+# Braintree's test card numbers, for the stand-in Drop-in, as the nonces they tokenize to.
+TEST_CARD_NONCES = {
+    "4111111111111111": "fake-valid-visa-nonce",
+    "4000111111111115": PROCESSOR_DECLINED_NONCE,
+}
 
 _DECLINE_TEXTS = {
     2000: "Do Not Honor",
@@ -136,8 +150,10 @@ class BraintreeStandIn:
         private_key: str = "standin_private",
         merchant_accounts: dict[str, str] | None = None,
         default_merchant_account: str = "strongroom_usd",
+        tokenization_key: str = "sandbox_standin_tokenization",
     ) -> None:
         self.merchant_id = merchant_id
+        self.tokenization_key = tokenization_key
         self.public_key = public_key
         self.private_key = private_key
         self.merchant_accounts = merchant_accounts or {"strongroom_usd": "USD"}
@@ -268,6 +284,12 @@ class BraintreeStandIn:
         path = handler.path
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
+        if method == "GET" and re.fullmatch(r"/web/dropin/[^/]+/js/dropin\.min\.js", path):
+            handler.answer(200, DROPIN_JS, "application/javascript")
+            return
+        if method == "POST" and path == "/client_api/v1/payment_methods/credit_cards":
+            handler.answer(*self._tokenize(raw), "application/json")
+            return
         body = _parse_xml(raw) if raw.strip() else {}
         operation, mid, txn_id = _route(method, path)
         authenticated = hmac.compare_digest(
@@ -295,6 +317,21 @@ class BraintreeStandIn:
             handler.close_connection = True
             return
         handler.answer(status, xml)
+
+    def _tokenize(self, raw: bytes) -> tuple[int, str]:
+        """Drop-in's card tokenization: a test card number becomes Braintree's test nonce for
+        it; a wrong tokenization key is 401, any other number 422, as Braintree answers."""
+        try:
+            body = json.loads(raw)
+            key, number = body["authorization"], body["number"]
+        except (ValueError, KeyError, TypeError):
+            return 400, json.dumps({"error": {"message": "Malformed request."}})
+        if not isinstance(key, str) or not hmac.compare_digest(key, self.tokenization_key):
+            return 401, json.dumps({"error": {"message": "Authorization failed."}})
+        nonce = TEST_CARD_NONCES.get(number) if isinstance(number, str) else None
+        if nonce is None:
+            return 422, json.dumps({"error": {"message": "Credit card number is invalid."}})
+        return 201, json.dumps({"nonce": nonce})
 
     def _outcome(self, operation: str, txn_id: str | None, body: dict[str, Any]) -> tuple[int, str]:
         try:
@@ -571,10 +608,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = _serve
 
-    def answer(self, status: int, xml: str) -> None:
-        payload = xml.encode()
+    def answer(self, status: int, text: str, content_type: str = "application/xml") -> None:
+        payload = text.encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/xml; charset=utf-8")
+        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+        if content_type != "application/xml":  # the browser's calls, from the checkout's origin
+            self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

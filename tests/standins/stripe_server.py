@@ -14,7 +14,9 @@ Test cards are Stripe's test tokens (`tok_visa`, `tok_chargeDeclined`, …) and 
 5xx/429 without acting; `drop_after_charge` acts and then closes the connection unanswered;
 `hold_next` keeps a request waiting (a read timeout for the client) until `release` or `stop`.
 `sign_webhook` signs a payload the way Stripe signs webhook deliveries, written here with hmac
-so the SDK's verification is checked against an independent signer."""
+so the SDK's verification is checked against an independent signer. For the demo checkout in a
+browser it also serves a stand-in Stripe.js at /v3/ (tests/standins/browser_libraries.py) and
+the /v1/payment_methods call it makes with the publishable key."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from enum import Enum
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.standins.browser_libraries import STRIPE_JS
 
 # How long a held request waits for `release` at most, so a forgotten hold cannot hang a run.
 HOLD_LIMIT_SECONDS = 10.0
@@ -127,6 +131,21 @@ TEST_CARDS: dict[str, _Card] = {
     # Stripe's refund-failure card: its refunds fail (here at once, at Stripe a little later).
     "refundFail": _Card(refund_fails=True),
 }
+
+# Stripe's documented test card numbers, for the stand-in Stripe.js.
+TEST_CARD_NUMBERS = {
+    "4242424242424242": "visa",
+    "5555555555554444": "mastercard",
+    "4000000000000002": "chargeDeclined",
+    "4000000000009995": "chargeDeclinedInsufficientFunds",
+    "4000000000000069": "chargeDeclinedExpiredCard",
+    "4000000000000127": "chargeDeclinedIncorrectCvc",
+    "4000000000000119": "chargeDeclinedProcessingError",
+    "4000002760003184": "threeDSecureRequired",
+}
+
+# Replies that are not JSON: the body key that holds the text, and its content type.
+_TEXT_REPLIES = {"html": "text/html", "script": "application/javascript"}
 
 AUTHENTICATION_FAILED = (
     "The provided PaymentMethod has failed authentication. You can provide payment_method_data "
@@ -230,8 +249,9 @@ class StripeStandIn:
     """The server. Use as a context manager (or start/stop); `url` is what the SDK's
     `base_addresses["api"]` should be."""
 
-    def __init__(self, *, secret_key: str) -> None:
+    def __init__(self, *, secret_key: str, publishable_key: str = "pk_test_standin") -> None:
         self.secret_key = secret_key
+        self.publishable_key = publishable_key
         self.requests: list[Recorded] = []
         self.charges: Counter[str] = Counter()  # idempotency key → charges made under it
         self.replayed: list[str] = []  # idempotency keys whose first answer was replayed
@@ -357,14 +377,11 @@ class StripeStandIn:
                 if reply is None:  # dropped: close without a byte of answer
                     self.close_connection = True
                     return
-                payload = (
-                    reply.body["html"].encode()
-                    if "html" in reply.body
-                    else json.dumps(reply.body).encode()
-                )
+                kind = next((k for k in _TEXT_REPLIES if k in reply.body), None)
+                payload = (reply.body[kind] if kind else json.dumps(reply.body)).encode()
                 try:
                     self.send_response(reply.status)
-                    content_type = "text/html" if "html" in reply.body else "application/json"
+                    content_type = _TEXT_REPLIES[kind] if kind else "application/json"
                     self.send_header("Content-Type", content_type)
                     self.send_header("Request-Id", new_id("req"))
                     for name, value in reply.headers.items():
@@ -385,6 +402,10 @@ class StripeStandIn:
     def _answer(self, request: Recorded, authorization: str | None) -> _Reply | None:
         with self._lock:
             self.requests.append(request)
+        if request.path == "/v3/":
+            return _Reply(200, {"script": STRIPE_JS})
+        if request.method == "POST" and request.path == "/v1/payment_methods":
+            return self._payment_method(request.params)
         if not request.path.startswith("/v1/"):
             return self._challenge_page(request)
         with self._lock:
@@ -463,6 +484,26 @@ class StripeStandIn:
                 '<button name="result" value="failed">Fail</button></form>'
             },
         )
+
+    def _payment_method(self, params: dict[str, Any]) -> _Reply:
+        """Stripe.js's card tokenization, called from the browser with the publishable key:
+        a known test card number becomes Stripe's test PaymentMethod for it (`pm_card_visa`),
+        which the PaymentIntents API below takes; any other number is refused as Stripe does."""
+        cors = {"Access-Control-Allow-Origin": "*"}
+        key = params.get("key")
+        if not isinstance(key, str) or not hmac.compare_digest(key, self.publishable_key):
+            reply = _error(401, "invalid_request_error", "Invalid API Key provided.")
+            return _Reply(reply.status, reply.body, cors)
+        card = params.get("card")
+        number = card.get("number") if isinstance(card, dict) else None
+        name = TEST_CARD_NUMBERS.get(number) if isinstance(number, str) else None
+        if name is None:
+            reply = _error(
+                402, "card_error", "Your card number is incorrect.", code="incorrect_number"
+            )
+            return _Reply(reply.status, reply.body, cors)
+        body = {"id": f"pm_card_{name}", "object": "payment_method", "type": "card"}
+        return _Reply(200, body | {"card": {"last4": number[-4:]}}, cors)
 
     # --- the API -------------------------------------------------------------------------------
     def _route(self, request: Recorded, key: str | None) -> _Reply:

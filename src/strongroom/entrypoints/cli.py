@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 import structlog
@@ -19,6 +19,8 @@ from strongroom.adapters.reporting.port import ReportName
 from strongroom.bootstrap import Container, bootstrap
 from strongroom.domain.errors import StrongroomError
 from strongroom.entrypoints import logs
+from strongroom.service_layer.commands import Caller
+from strongroom.service_layer.gateway_accounts import GatewayAccount
 from strongroom.service_layer.keyring import DEFAULT_BATCH_SIZE, KeyRotation
 from strongroom.service_layer.merchants import IssuedKey, KeyKind
 from strongroom.service_layer.reporting import BACKFILL_BATCH, to_csv
@@ -329,6 +331,107 @@ def sandbox_charges(as_json: bool) -> None:
         for ch in charges
     ]
     _emit(as_json, charges, "\n".join(lines) or "No charges.")
+
+
+@main.group("gateway-accounts")
+def gateway_accounts_group() -> None:
+    """A merchant's own Stripe, Braintree or sandbox accounts (as /v1/gateway_accounts)."""
+
+
+def _gateway_account_data(account: GatewayAccount, public_url: str) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "merchant": account.merchant_id,
+        "provider": account.provider.value,
+        "livemode": account.livemode,
+        "publishable_key": account.publishable_key,
+        "webhook_url": account.webhook_url(public_url),
+        "created": account.created_at,
+    }
+
+
+def _read_credentials(source: TextIO | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    try:
+        credentials = json.loads(source.read())
+    except ValueError:
+        raise click.BadParameter("not JSON", param_hint="--credentials") from None
+    if not isinstance(credentials, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--credentials")
+    return credentials
+
+
+merchant_option = click.option("--merchant", "merchant_id", required=True)
+live_option = click.option("--live", is_flag=True, help="Live mode instead of test mode.")
+
+
+@gateway_accounts_group.command("add")
+@merchant_option
+@click.option("--provider", type=click.Choice(["stripe", "braintree", "sandbox"]), required=True)
+@click.option(
+    "--credentials",
+    "credentials_file",
+    type=click.File("r"),
+    help="A JSON file of the provider's credentials, or - for standard input; never "
+    "arguments, which ps and shell history would keep. stripe: secret_key, publishable_key, "
+    "webhook_secrets. braintree: merchant_id, public_key, private_key, environment, "
+    "merchant_accounts, tokenization_key. sandbox: none.",
+)
+@live_option
+@json_option
+def gateway_accounts_add(
+    merchant_id: str,
+    provider: str,
+    credentials_file: TextIO | None,
+    live: bool,
+    as_json: bool,
+) -> None:
+    """Connect a gateway account; its credentials are sealed with the keyring. The sandbox's
+    webhook signing secret is printed once."""
+    credentials = _read_credentials(credentials_file)
+
+    async def work(c: Container) -> dict[str, Any]:
+        await c.merchants.get_merchant(merchant_id)  # an unknown merchant says so
+        caller = Caller(merchant_id=merchant_id, livemode=live)
+        created = await c.gateway_accounts.create(caller, provider, credentials)
+        data = _gateway_account_data(created.account, c.settings.public_url)
+        return data | {"webhook_secret": created.webhook_secret}
+
+    data = _run(work)
+    text = f"{data['id']} ({provider}): point its webhooks at {data['webhook_url']}"
+    if data["webhook_secret"]:
+        text += f"\nwebhook signing secret (shown once): {data['webhook_secret']}"
+    _emit(as_json, data, text)
+
+
+@gateway_accounts_group.command("list")
+@merchant_option
+@live_option
+@json_option
+def gateway_accounts_list(merchant_id: str, live: bool, as_json: bool) -> None:
+    """A merchant's active gateway accounts in one mode."""
+
+    async def work(c: Container) -> list[dict[str, Any]]:
+        accounts = await c.gateway_accounts.list(Caller(merchant_id=merchant_id, livemode=live))
+        return [_gateway_account_data(a, c.settings.public_url) for a in accounts]
+
+    data = _run(work)
+    lines = [f"{a['id']}  {a['provider']:<9} {a['webhook_url']}" for a in data]
+    _emit(as_json, data, "\n".join(lines) or "No gateway accounts.")
+
+
+@gateway_accounts_group.command("remove")
+@click.argument("account_id")
+@merchant_option
+@live_option
+@json_option
+def gateway_accounts_remove(account_id: str, merchant_id: str, live: bool, as_json: bool) -> None:
+    """Stop routing payments to an account (refused while routing names it); payments made
+    through it keep it for their refunds."""
+    caller = Caller(merchant_id=merchant_id, livemode=live)
+    _run(lambda c: c.gateway_accounts.delete(caller, account_id))
+    _emit(as_json, {"id": account_id, "deleted": True}, f"Removed {account_id}.")
 
 
 @main.group("webhooks")

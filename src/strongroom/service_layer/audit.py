@@ -96,7 +96,8 @@ class AuditLog:
     ) -> AuditEvent:
         return self.event(
             tag,
-            actor=Actor(ActorType.API_KEY, caller.key_id),
+            # Every API request's caller names its key; one without is the CLI on the host.
+            actor=Actor(ActorType.API_KEY, caller.key_id) if caller.key_id else SYSTEM,
             outcome=outcome,
             merchant_id=caller.merchant_id,
             livemode=caller.livemode,

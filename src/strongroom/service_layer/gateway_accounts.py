@@ -56,6 +56,10 @@ class GatewayAccount:
     created_at: datetime
     updated_at: datetime
 
+    def webhook_url(self, public_url: str) -> str:
+        """Where this account's gateway is told to send its webhooks."""
+        return f"{public_url.rstrip('/')}/v1/webhooks/{self.provider.value}/{self.id}"
+
 
 @dataclass(frozen=True)
 class Created:

@@ -5,11 +5,13 @@ to /demo/checkout/pay, and shows the outcome; when the payment needs 3-D Secure 
 browser to the challenge, remembering the PaymentIntent in its own URL, and confirms again once
 the customer comes back.
 
-The widget is chosen by name from WIDGETS. Today there is one, "sandbox" (the sandbox's hosted
-fields in a cross-origin iframe); Stripe Elements or Braintree Drop-in are further entries: the
-markup to place in the form, a script that sets `window.checkoutWidget` (`ready`, and
+The widget is chosen by name from WIDGETS: "sandbox" (the sandbox's hosted fields in a
+cross-origin iframe), "stripe" (Stripe Elements: a PaymentMethod id) or "braintree" (Braintree's
+Drop-in: a nonce). Each is the markup to place in the form (for Stripe and Braintree, their
+library's script tag first), a script that sets `window.checkoutWidget` (`ready`, and
 `tokenize()` resolving to `{token}` or `{error}`, firing `checkout-widget-ready` on document
-once ready), and the sources its CSP must allow."""
+once ready), and the sources its CSP must allow. The gateway's own library draws the card
+fields in its own frames, so card data goes from the customer to the gateway alone."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from strongroom.domain.money import exponent
-from strongroom.entrypoints.api.pages import csp_hash
+from strongroom.entrypoints.api.pages import csp_hash, origin_of
 
 __all__ = ["STYLE", "WIDGETS", "CheckoutView", "Widget", "display_amount", "headers", "render"]
 
@@ -37,6 +39,10 @@ class CheckoutView:
     page_origin: str  # this page's origin (public_url)
     fields_origin: str  # the hosted fields' origin (tokenization_url, else public_url)
     widget: str  # a key of WIDGETS
+    # Stripe and Braintree: the gateway account's publishable key (Stripe) or tokenization key
+    # (Braintree), and the URL of the gateway's browser library.
+    gateway_key: str | None = None
+    library_url: str | None = None
 
     @property
     def display(self) -> str:
@@ -118,11 +124,140 @@ _SANDBOX_SCRIPT = """
 })();
 """
 
+
+# --- Stripe Elements and Braintree Drop-in ------------------------------------------------------
+def _library_markup(element: str) -> Callable[[CheckoutView], str]:
+    """The gateway library's script tag, then the element its widget draws into, carrying the
+    gateway's browser key."""
+
+    def markup(view: CheckoutView) -> str:
+        assert view.library_url is not None
+        assert view.gateway_key is not None
+        return (
+            f'<script src="{html.escape(view.library_url, quote=True)}"></script>'
+            f'<div id="{element}" data-key="{html.escape(view.gateway_key, quote=True)}"></div>'
+        )
+
+    return markup
+
+
+# What the official libraries reach beyond their own origin, from each gateway's CSP guidance.
+# A library served from elsewhere (a local stand-in in the tests) gets its own origin only.
+_OFFICIAL_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "https://js.stripe.com": {
+        "frame-src": ("https://hooks.stripe.com",),
+        "connect-src": ("https://api.stripe.com",),
+    },
+    "https://js.braintreegateway.com": {
+        "script-src": ("https://assets.braintreegateway.com",),
+        "frame-src": ("https://assets.braintreegateway.com",),
+        "connect-src": (
+            "https://api.braintreegateway.com",
+            "https://client-analytics.braintreegateway.com",
+            "https://*.braintree-api.com",
+        ),
+        "style-src": ("https://assets.braintreegateway.com",),
+        "img-src": ("https://assets.braintreegateway.com", "data:"),
+    },
+}
+
+
+def _library_sources(view: CheckoutView) -> Mapping[str, tuple[str, ...]]:
+    assert view.library_url is not None
+    origin = origin_of(view.library_url)
+    sources: dict[str, tuple[str, ...]] = {
+        d: (origin,) for d in ("script-src", "frame-src", "connect-src")
+    }
+    for directive, extra in _OFFICIAL_SOURCES.get(origin, {}).items():
+        sources[directive] = sources.get(directive, ()) + extra
+    return sources
+
+
+# Stripe.js v3: a card Element, and createPaymentMethod for its `pm_` id.
+_STRIPE_SCRIPT = """
+(function () {
+  "use strict";
+  var mount = document.getElementById("stripe-card");
+  var widget = { ready: false, tokenize: unavailable };
+
+  function unavailable() {
+    return Promise.resolve({ error: "The card form could not be loaded." });
+  }
+
+  if (typeof window.Stripe === "function") {
+    var stripe = window.Stripe(mount.dataset.key);
+    var card = stripe.elements().create("card");
+    card.on("ready", function () {
+      widget.ready = true;
+      document.dispatchEvent(new Event("checkout-widget-ready"));
+    });
+    card.mount(mount);
+    widget.tokenize = function () {
+      return stripe.createPaymentMethod({ type: "card", card: card }).then(
+        function (answer) {
+          if (answer.error) {
+            return { error: answer.error.message || "The card was refused." };
+          }
+          return { token: answer.paymentMethod.id };
+        },
+        function () {
+          return { error: "The card could not be checked. Try again." };
+        }
+      );
+    };
+  }
+  window.checkoutWidget = widget;
+})();
+"""
+
+# Braintree's Drop-in: requestPaymentMethod for a nonce.
+_BRAINTREE_SCRIPT = """
+(function () {
+  "use strict";
+  var mount = document.getElementById("braintree-dropin");
+  var widget = { ready: false, tokenize: unavailable };
+
+  function unavailable() {
+    return Promise.resolve({ error: "The card form could not be loaded." });
+  }
+
+  if (window.braintree && window.braintree.dropin) {
+    window.braintree.dropin
+      .create({ authorization: mount.dataset.key, container: "#braintree-dropin" })
+      .then(function (dropin) {
+        widget.tokenize = function () {
+          return dropin.requestPaymentMethod().then(
+            function (method) {
+              return { token: method.nonce };
+            },
+            function (error) {
+              return { error: (error && error.message) || "The card was refused." };
+            }
+          );
+        };
+        widget.ready = true;
+        document.dispatchEvent(new Event("checkout-widget-ready"));
+      });
+  }
+  window.checkoutWidget = widget;
+})();
+"""
+
 WIDGETS: dict[str, Widget] = {
     "sandbox": Widget(
         markup=_sandbox_markup,
         script=_SANDBOX_SCRIPT,
         sources=lambda view: {"frame-src": (view.fields_origin,)},
+    ),
+    "stripe": Widget(
+        markup=_library_markup("stripe-card"),
+        script=_STRIPE_SCRIPT,
+        sources=_library_sources,
+    ),
+    "braintree": Widget(
+        markup=_library_markup("braintree-dropin"),
+        script=_BRAINTREE_SCRIPT,
+        sources=_library_sources,
     ),
 }
 
@@ -313,7 +448,7 @@ _PAGE = """<!doctype html>
   </form>
   <p id="result" role="status" aria-live="polite"></p>
   <p id="continue" hidden><a id="continue-link">Continue authentication</a></p>
-  <p class="note">Test mode: pay with a sandbox test card; no real card is charged.</p>
+  <p class="note">Test mode: pay with a test card; no real card is charged.</p>
 </main>
 <script>{widget_script}</script>
 <script>{script}</script>

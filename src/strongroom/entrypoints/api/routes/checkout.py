@@ -8,6 +8,8 @@ when STRONGROOM_ENV=production."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -16,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import Origin
-from strongroom.domain.errors import ResourceMissing
+from strongroom.domain.errors import InvalidRequest, ResourceMissing
 from strongroom.domain.model import PaymentIntent, PIStatus
 from strongroom.domain.money import check_amount, parse_currency
+from strongroom.domain.routing import PaymentFacts
 from strongroom.entrypoints.api.deps import ContainerDep
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.pages import checkout as checkout_page
@@ -61,11 +64,42 @@ async def _caller(request: Request, container: Container, key: str) -> c.Caller:
     return await _service(container).authenticate(key, _origin(request))
 
 
-def _widget_for(container: Container, caller: c.Caller) -> str:
-    """The payment widget the page shows, by name (a key of pages.checkout.WIDGETS). The
-    sandbox's hosted fields for now; the seam where a merchant with Stripe or Braintree
-    credentials will get Stripe Elements or Braintree Drop-in."""
-    return "sandbox"
+@dataclass(frozen=True)
+class _Widget:
+    name: str  # a key of pages.checkout.WIDGETS
+    gateway_key: str | None = None
+    library_url: str | None = None
+
+
+# What each widget's tokenize() hands the page: a sandbox token, a Stripe PaymentMethod id, a
+# Braintree nonce (Braintree's are UUIDs; its test nonces are words joined by hyphens).
+_TOKENS = {
+    "sandbox": re.compile(r"tok_[A-Za-z0-9]+"),
+    "stripe": re.compile(r"pm_[A-Za-z0-9_]+"),
+    "braintree": re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*"),
+}
+
+
+async def _widget_for(
+    container: Container, caller: c.Caller, currency: str, amount: int
+) -> _Widget:
+    """The widget of the gateway a payment of this amount and currency is routed to first
+    (widgets' tokens carry no card facts, so only currency and amount rules apply): Stripe
+    Elements for a Stripe account, Braintree's Drop-in for a Braintree one, else the sandbox's
+    hosted fields."""
+    facts = PaymentFacts(currency=currency, amount=amount, card_country=None, card_brand=None)
+    first = (await container.gateways.plan(caller.merchant_id, caller.livemode, facts))[0]
+    settings = container.settings
+    if first.account_id is not None and first.provider in ("stripe", "braintree"):
+        account = await container.gateway_accounts.get(caller, first.account_id)
+        if account.publishable_key:
+            url = (
+                settings.stripe_js_url
+                if first.provider == "stripe"
+                else settings.braintree_dropin_url
+            )
+            return _Widget(first.provider, account.publishable_key, url)
+    return _Widget("sandbox")
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
@@ -113,13 +147,18 @@ async def demo_checkout(
 ) -> HTMLResponse:
     caller = await _caller(request, container, key)
     settings = container.settings
+    amount = check_amount(amount, maximum=settings.max_amount)
+    currency = parse_currency(currency)
+    widget = await _widget_for(container, caller, currency, amount)
     view = checkout_page.CheckoutView(
         key=key,
-        amount=check_amount(amount, maximum=settings.max_amount),
-        currency=parse_currency(currency),
+        amount=amount,
+        currency=currency,
         page_origin=origin_of(settings.public_url),
         fields_origin=fields_origin(settings),
-        widget=_widget_for(container, caller),
+        widget=widget.name,
+        gateway_key=widget.gateway_key,
+        library_url=widget.library_url,
     )
     return HTMLResponse(checkout_page.render(view), headers=checkout_page.headers(view))
 
@@ -128,7 +167,7 @@ class DemoPay(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=255)
-    token: str = Field(min_length=5, max_length=64, pattern=r"^tok_[A-Za-z0-9]+$")
+    token: str = Field(min_length=5, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     amount: int
     currency: str = Field(min_length=3, max_length=3)
 
@@ -146,14 +185,24 @@ def _intent(pi: PaymentIntent) -> Response:
 
 @router.post("/demo/checkout/pay")
 async def demo_pay(body: DemoPay, request: Request, container: DemoContainer) -> Response:
-    """Create and confirm a PaymentIntent with a token from the hosted fields: the intent, or
-    the decline in the one error shape (402)."""
+    """Create and confirm a PaymentIntent with what the page's widget made (a sandbox token for
+    this merchant, a Stripe PaymentMethod, a Braintree nonce): the intent, or the decline in the
+    one error shape (402)."""
     service = _service(container)
     caller = await service.authenticate(body.key, _origin(request))
-    await service.owned_token(caller, body.token)
+    amount = check_amount(body.amount, maximum=container.settings.max_amount)
+    currency = parse_currency(body.currency)
+    widget = await _widget_for(container, caller, currency, amount)
+    if not _TOKENS[widget.name].fullmatch(body.token):
+        raise InvalidRequest(
+            f"This checkout pays through {widget.name}; the token is not one of its.",
+            param="token",
+        )
+    if widget.name == "sandbox":
+        await service.owned_token(caller, body.token)
     cmd = c.CreatePaymentIntent(
-        amount=body.amount,
-        currency=body.currency,
+        amount=amount,
+        currency=currency,
         payment_method=body.token,
         confirm=True,
         metadata=dict(DEMO_METADATA),

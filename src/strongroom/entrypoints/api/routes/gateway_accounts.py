@@ -110,7 +110,7 @@ def _out(account: GatewayAccount, public_url: str) -> dict[str, Any]:
         "provider": account.provider.value,
         "livemode": account.livemode,
         "publishable_key": account.publishable_key,
-        "webhook_url": f"{public_url.rstrip('/')}/v1/webhooks/{account.provider}/{account.id}",
+        "webhook_url": account.webhook_url(public_url),
         "created": int(account.created_at.timestamp()),
     }
 
