@@ -92,6 +92,11 @@ async def test_a_sealed_value_moved_to_another_row_does_not_open(
                 )
             )
         ).one()
+    # Both opened once, so each process has them cached: the cache must not vouch for a row
+    # whose sealed value changed.
+    for account in (first, second):
+        await container.gateway_accounts.credentials(sealed.merchant_id, account["id"])
+    async with container.engines.write.begin() as conn:
         await conn.execute(
             t.gateway_accounts.update()
             .where(t.gateway_accounts.c.id == second["id"])

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -35,6 +36,7 @@ from strongroom.service_layer.commands import Caller
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 log = structlog.get_logger(__name__)
+OPENED_CACHE_LIMIT = 1024  # accounts whose opened credentials a process keeps
 
 _g = t.gateway_accounts
 _r = t.gateway_routing
@@ -202,6 +204,10 @@ class GatewayAccounts:
         self.clock = clock
         self.audit = audit
         self.allow_base_url = allow_base_url
+        # Opened credentials by (account, sealed text): every gateway webhook needs its
+        # account's secret, and opening it is a KMS call. The row is still read each time, so a
+        # deleted account stops at once and a re-sealed one (key rotation) is opened afresh.
+        self._opened_cache: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     async def create(
         self, caller: Caller, provider: str, credentials: Mapping[str, Any]
@@ -383,8 +389,15 @@ class GatewayAccounts:
             row = (await repo.conn.execute(select(_g).where(*where))).first()
         if row is None:
             return None
-        opened = await self.envelope.open(row.credentials, _binding(row.id, row.merchant_id))
-        return Credentials(_account(row), json.loads(opened))
+        key = (row.id, row.credentials)
+        fields = self._opened_cache.get(key)
+        if fields is None:
+            opened = await self.envelope.open(row.credentials, _binding(row.id, row.merchant_id))
+            fields = MappingProxyType(json.loads(opened))
+            if len(self._opened_cache) >= OPENED_CACHE_LIMIT:
+                self._opened_cache.clear()
+            self._opened_cache[key] = fields
+        return Credentials(_account(row), fields)
 
     @staticmethod
     async def _routing(conn: AsyncConnection, merchant_id: str, livemode: bool) -> Routing:
