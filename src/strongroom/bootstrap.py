@@ -25,7 +25,9 @@ from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.inbound_webhooks import InboundWebhooks
 from strongroom.service_layer.merchants import Merchants
+from strongroom.service_layer.operators import Operators
 from strongroom.service_layer.outbox import Relay
+from strongroom.service_layer.passwords import Passwords
 from strongroom.service_layer.payments import Payments
 from strongroom.service_layer.reporting import Reporting
 from strongroom.service_layer.unit_of_work import UnitOfWork
@@ -55,6 +57,7 @@ class Container:
     gateway_accounts: GatewayAccounts  # merchants' own gateway accounts and routing rules
     gateways: Gateways  # routing and a circuit breaker per gateway account
     inbound: InboundWebhooks  # gateways' webhooks: verified, stored, processed by the worker
+    operators: Operators  # the people who run merchants' accounts, and their sign-in
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -179,6 +182,7 @@ def bootstrap(
         inbound=InboundWebhooks(
             uow, clock, accounts=gateway_accounts, gateways=gateways, payments=payments, audit=audit
         ),
+        operators=Operators(uow, clock, Passwords(), audit),
     )
 
 

@@ -39,6 +39,11 @@ class AuditTag(StrEnum):
     GATEWAY_ACCOUNT_CREATE = "api:gateway_account:create"
     GATEWAY_ACCOUNT_DELETE = "api:gateway_account:delete"
     GATEWAY_ROUTING_UPDATE = "api:gateway_routing:update"
+    OPERATOR_CREATE = "cli:operator:create"
+    OPERATOR_SIGN_IN = "console:operator:sign_in"
+    OPERATOR_LOCK = "console:operator:lock"
+    OPERATOR_UNLOCK = "console:operator:unlock"
+    OPERATOR_PASSWORD_CHANGE = "console:operator:password_change"  # noqa: S105 - a tag
 
 
 class ActorType(StrEnum):

@@ -23,6 +23,7 @@ from strongroom.service_layer.commands import Caller
 from strongroom.service_layer.gateway_accounts import GatewayAccount
 from strongroom.service_layer.keyring import DEFAULT_BATCH_SIZE, KeyRotation
 from strongroom.service_layer.merchants import IssuedKey, KeyKind
+from strongroom.service_layer.operators import Role
 from strongroom.service_layer.reporting import BACKFILL_BATCH, to_csv
 from strongroom.service_layer.reporting import COLUMNS as REPORT_COLUMNS
 from strongroom.settings import Settings
@@ -57,6 +58,7 @@ def _key_data(key: IssuedKey) -> dict[str, Any]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+merchant_option = click.option("--merchant", "merchant_id", required=True)
 
 
 @click.group()
@@ -333,6 +335,33 @@ def sandbox_charges(as_json: bool) -> None:
     _emit(as_json, charges, "\n".join(lines) or "No charges.")
 
 
+@main.group("operators")
+def operators_group() -> None:
+    """The people who run a merchant's account (there is no self sign-up)."""
+
+
+@operators_group.command("create")
+@merchant_option
+@click.option("--email", required=True)
+@click.option(
+    "--role", type=click.Choice([r.value for r in Role]), default="owner", show_default=True
+)
+@json_option
+def operators_create(merchant_id: str, email: str, role: str, as_json: bool) -> None:
+    """Create an operator (a merchant's first owner). The password is asked for twice, hidden;
+    from a pipe, the first two lines of standard input."""
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    operator = _run(lambda c: c.operators.create(merchant_id, email, role, password))
+    data = {
+        "id": operator.id,
+        "merchant": operator.merchant_id,
+        "email": operator.email,
+        "role": operator.role.value,
+        "created": operator.created_at,
+    }
+    _emit(as_json, data, f"{operator.id}: {operator.email} ({operator.role.value})")
+
+
 @main.group("gateway-accounts")
 def gateway_accounts_group() -> None:
     """A merchant's own Stripe, Braintree or sandbox accounts (as /v1/gateway_accounts)."""
@@ -362,7 +391,6 @@ def _read_credentials(source: TextIO | None) -> dict[str, Any]:
     return credentials
 
 
-merchant_option = click.option("--merchant", "merchant_id", required=True)
 live_option = click.option("--live", is_flag=True, help="Live mode instead of test mode.")
 
 

@@ -475,3 +475,35 @@ sandbox_tokens = Table(
     Column("exp_year", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# --- operators ------------------------------------------------------------------------------------
+# The people who run a merchant's account. One account per email address (stored in lower case),
+# so signing in needs only the address. Failed sign-ins in a row and the lock they lead to live
+# on the row, updated in the same statement that counts them.
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # owner | admin | developer | finance | …
+    Column("password_hash", String(255), nullable=False),  # argon2id, with its parameters
+    Column("password_changed_at", UTCDateTime(), nullable=False),
+    Column("failed_sign_ins", Integer, nullable=False),
+    Column("locked_until", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "merchant_id"),
+)
+
+# The hashes of an operator's earlier passwords, newest last, for the "not one of the last four"
+# rule.
+operator_password_history = Table(
+    "operator_password_history",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("replaced_at", UTCDateTime(), nullable=False),
+    Index(None, "operator_id", "id"),
+)

@@ -23,7 +23,6 @@ ever put in a log line or an exception message.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -489,8 +488,9 @@ def verify_stripe_webhook(
 
     Accepted when any v1 signature in the header matches any of `secrets` (several during a
     secret's rotation) and the signed timestamp is no more than `tolerance` seconds old. The
-    HMAC and its constant-time comparison are the SDK's (`WebhookSignature.verify_header`),
-    and so is the clock: it reads `time.time()`, so tests sign with the current time, or with
+    HMAC and its constant-time comparison are the SDK's (`WebhookSignature.verify_header` finds
+    the secret, then `Webhook.construct_event` verifies and parses with it), and so is the
+    clock: it reads `time.time()`, so tests sign with the current time, or with
     `time.time() - 301` for a stale delivery. Like Stripe's libraries it does not refuse a
     timestamp in the future. Raises WebhookSignatureInvalid; ValueError for a tolerance that
     is not positive (the SDK would read 0 as "no time check")."""
@@ -511,16 +511,15 @@ def verify_stripe_webhook(
     if matched is None:
         raise WebhookSignatureInvalid(_why_unsigned(signature_header))
     try:
-        stripe.WebhookSignature.verify_header(body, signature_header, matched, tolerance)
+        event = stripe.Webhook.construct_event(body, signature_header, matched, tolerance)
     except stripe.SignatureVerificationError:
         raise WebhookSignatureInvalid("timestamp outside the tolerance") from None
-    try:
-        event = json.loads(body)
     except ValueError:
         raise WebhookSignatureInvalid("body is not JSON") from None
-    if not isinstance(event, dict):
-        raise WebhookSignatureInvalid("body is not a JSON object")
-    return event
+    except (AttributeError, TypeError):  # JSON, but not an object the SDK can make an Event of
+        raise WebhookSignatureInvalid("body is not a JSON object") from None
+    parsed: dict[str, Any] = event.to_dict()
+    return parsed
 
 
 def _signed_with(body: str, header: str, secret: str) -> bool:

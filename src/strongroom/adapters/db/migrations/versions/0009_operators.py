@@ -1,0 +1,71 @@
+"""operators: the people who run a merchant's account, and their earlier passwords' hashes
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-11-24 19:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from strongroom.adapters.db.types import UTCDateTime
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+Id = sa.String(length=40)
+AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "operators",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("merchant_id", Id, nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("password_hash", sa.String(length=255), nullable=False),
+        sa.Column("password_changed_at", UTCDateTime(), nullable=False),
+        sa.Column("failed_sign_ins", sa.Integer(), nullable=False),
+        sa.Column("locked_until", UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchants.id"], name=op.f("fk_operators_merchant_id_merchants")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operators")),
+        sa.UniqueConstraint("email", name=op.f("uq_operators_email")),
+    )
+    op.create_index(op.f("ix_operators_merchant_id"), "operators", ["merchant_id"], unique=False)
+    op.create_table(
+        "operator_password_history",
+        sa.Column("id", AutoId, autoincrement=True, nullable=False),
+        sa.Column("operator_id", Id, nullable=False),
+        sa.Column("password_hash", sa.String(length=255), nullable=False),
+        sa.Column("replaced_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["operator_id"],
+            ["operators.id"],
+            name=op.f("fk_operator_password_history_operator_id_operators"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_password_history")),
+    )
+    op.create_index(
+        op.f("ix_operator_password_history_operator_id_id"),
+        "operator_password_history",
+        ["operator_id", "id"],
+        unique=False,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_operator_password_history_operator_id_id"), table_name="operator_password_history"
+    )
+    op.drop_table("operator_password_history")
+    op.drop_index(op.f("ix_operators_merchant_id"), table_name="operators")
+    op.drop_table("operators")
