@@ -30,6 +30,7 @@ from strongroom.service_layer.outbox import Relay
 from strongroom.service_layer.passwords import Passwords
 from strongroom.service_layer.payments import Payments
 from strongroom.service_layer.reporting import Reporting
+from strongroom.service_layer.second_factors import SecondFactors
 from strongroom.service_layer.unit_of_work import UnitOfWork
 from strongroom.service_layer.webhooks import Webhooks
 from strongroom.settings import Settings
@@ -58,6 +59,7 @@ class Container:
     gateways: Gateways  # routing and a circuit breaker per gateway account
     inbound: InboundWebhooks  # gateways' webhooks: verified, stored, processed by the worker
     operators: Operators  # the people who run merchants' accounts, and their sign-in
+    second_factors: SecondFactors  # operators' TOTP and recovery codes
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -159,6 +161,7 @@ def bootstrap(
     # Reports are served from their own store; nothing is connected until first used.
     reporting = Reporting(reporting_store_from_url(settings.reporting_url), engines, clock)
     bus.subscribe("reporting", reporting.apply)
+    operators = Operators(uow, clock, Passwords(), audit)
     return Container(
         settings,
         engines,
@@ -182,7 +185,15 @@ def bootstrap(
         inbound=InboundWebhooks(
             uow, clock, accounts=gateway_accounts, gateways=gateways, payments=payments, audit=audit
         ),
-        operators=Operators(uow, clock, Passwords(), audit),
+        operators=operators,
+        second_factors=SecondFactors(
+            uow,
+            clock,
+            envelope,
+            operators,
+            audit,
+            code_key=derive_key(settings, b"operator recovery codes"),
+        ),
     )
 
 

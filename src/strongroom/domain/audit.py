@@ -44,6 +44,8 @@ class AuditTag(StrEnum):
     OPERATOR_LOCK = "console:operator:lock"
     OPERATOR_UNLOCK = "console:operator:unlock"
     OPERATOR_PASSWORD_CHANGE = "console:operator:password_change"  # noqa: S105 - a tag
+    OPERATOR_TOTP_ENROL = "console:operator:totp_enrol"
+    OPERATOR_SECOND_FACTOR = "console:operator:second_factor"
 
 
 class ActorType(StrEnum):

@@ -23,6 +23,8 @@ class EventType(StrEnum):
     REFUND_UPDATED = "refund.updated"  # the refund succeeded
     REFUND_FAILED = "refund.failed"
     WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+    # A right password followed by a wrong second factor: someone may hold the password.
+    OPERATOR_SECOND_FACTOR_FAILED = "operator.second_factor_failed"
 
 
 class RaisesEvents:

@@ -491,9 +491,26 @@ operators = Table(
     Column("password_changed_at", UTCDateTime(), nullable=False),
     Column("failed_sign_ins", Integer, nullable=False),
     Column("locked_until", UTCDateTime(), nullable=True),
+    # TOTP: the seed sealed with the keyring (bound to the row), when enrolment was confirmed
+    # (NULL: begun, not confirmed), and the last time step accepted, so a code works once.
+    Column("totp_seed", Sealed(), nullable=True),
+    Column("totp_confirmed_at", UTCDateTime(), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index(None, "merchant_id"),
+)
+
+# Single-use recovery codes, stored as keyed hashes (high-entropy codes need no slow hash).
+operator_recovery_codes = Table(
+    "operator_recovery_codes",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("used_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "operator_id"),
 )
 
 # The hashes of an operator's earlier passwords, newest last, for the "not one of the last four"

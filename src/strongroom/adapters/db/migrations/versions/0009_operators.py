@@ -1,4 +1,5 @@
-"""operators: the people who run a merchant's account, and their earlier passwords' hashes
+"""operators: the people who run a merchant's account, their earlier passwords' hashes, their
+TOTP seeds and recovery codes
 
 Revision ID: 0009
 Revises: 0008
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from strongroom.adapters.db.types import UTCDateTime
+from strongroom.adapters.db.types import Sealed, UTCDateTime
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -32,6 +33,9 @@ def upgrade() -> None:
         sa.Column("password_changed_at", UTCDateTime(), nullable=False),
         sa.Column("failed_sign_ins", sa.Integer(), nullable=False),
         sa.Column("locked_until", UTCDateTime(), nullable=True),
+        sa.Column("totp_seed", Sealed(), nullable=True),
+        sa.Column("totp_confirmed_at", UTCDateTime(), nullable=True),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -60,9 +64,34 @@ def upgrade() -> None:
         ["operator_id", "id"],
         unique=False,
     )
+    op.create_table(
+        "operator_recovery_codes",
+        sa.Column("id", AutoId, autoincrement=True, nullable=False),
+        sa.Column("operator_id", Id, nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("used_at", UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["operator_id"],
+            ["operators.id"],
+            name=op.f("fk_operator_recovery_codes_operator_id_operators"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_recovery_codes")),
+        sa.UniqueConstraint("code_hash", name=op.f("uq_operator_recovery_codes_code_hash")),
+    )
+    op.create_index(
+        op.f("ix_operator_recovery_codes_operator_id"),
+        "operator_recovery_codes",
+        ["operator_id"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_operator_recovery_codes_operator_id"), table_name="operator_recovery_codes"
+    )
+    op.drop_table("operator_recovery_codes")
     op.drop_index(
         op.f("ix_operator_password_history_operator_id_id"), table_name="operator_password_history"
     )
