@@ -31,6 +31,7 @@ from strongroom.service_layer.passwords import Passwords
 from strongroom.service_layer.payments import Payments
 from strongroom.service_layer.reporting import Reporting
 from strongroom.service_layer.second_factors import SecondFactors
+from strongroom.service_layer.sessions import Sessions
 from strongroom.service_layer.unit_of_work import UnitOfWork
 from strongroom.service_layer.webhooks import Webhooks
 from strongroom.settings import Settings
@@ -60,6 +61,7 @@ class Container:
     inbound: InboundWebhooks  # gateways' webhooks: verified, stored, processed by the worker
     operators: Operators  # the people who run merchants' accounts, and their sign-in
     second_factors: SecondFactors  # operators' TOTP and recovery codes
+    sessions: Sessions  # operators' console sessions and their CSRF tokens
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -194,6 +196,7 @@ def bootstrap(
             audit,
             code_key=derive_key(settings, b"operator recovery codes"),
         ),
+        sessions=Sessions(uow, clock, audit, csrf_key=derive_key(settings, b"console csrf")),
     )
 
 

@@ -524,3 +524,20 @@ operator_password_history = Table(
     Column("replaced_at", UTCDateTime(), nullable=False),
     Index(None, "operator_id", "id"),
 )
+
+# Console sessions. The cookie holds a 256-bit random token; only its SHA-256 is stored, so a copy
+# of the database signs nobody in. `id` names a session in lists and revocations.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),  # of the sign-in: the absolute limit
+    Column("last_seen_at", UTCDateTime(), nullable=False),  # the idle limit
+    Column("second_factor_at", UTCDateTime(), nullable=True),  # NULL: the password only
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("ip", String(45), nullable=True),
+    Column("user_agent", String(255), nullable=True),
+    Index(None, "operator_id", "revoked_at"),
+)

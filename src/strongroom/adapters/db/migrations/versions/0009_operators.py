@@ -1,5 +1,5 @@
 """operators: the people who run a merchant's account, their earlier passwords' hashes, their
-TOTP seeds and recovery codes
+TOTP seeds and recovery codes, and their console sessions
 
 Revision ID: 0009
 Revises: 0008
@@ -85,9 +85,38 @@ def upgrade() -> None:
         ["operator_id"],
         unique=False,
     )
+    op.create_table(
+        "operator_sessions",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("operator_id", Id, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("second_factor_at", UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.Column("ip", sa.String(length=45), nullable=True),
+        sa.Column("user_agent", sa.String(length=255), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["operator_id"],
+            ["operators.id"],
+            name=op.f("fk_operator_sessions_operator_id_operators"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_sessions")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_operator_sessions_token_hash")),
+    )
+    op.create_index(
+        op.f("ix_operator_sessions_operator_id_revoked_at"),
+        "operator_sessions",
+        ["operator_id", "revoked_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_operator_sessions_operator_id_revoked_at"), table_name="operator_sessions"
+    )
+    op.drop_table("operator_sessions")
     op.drop_index(
         op.f("ix_operator_recovery_codes_operator_id"), table_name="operator_recovery_codes"
     )
