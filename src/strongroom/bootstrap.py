@@ -19,6 +19,7 @@ from strongroom.adapters.kms.port import Keyring, keyring_from_url
 from strongroom.adapters.observability import Metrics, Tracing, tracing_from_settings
 from strongroom.adapters.reporting import reporting_store_from_url
 from strongroom.domain.clock import Clock, SystemClock
+from strongroom.service_layer.app_tokens import AppTokens
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
@@ -62,6 +63,7 @@ class Container:
     operators: Operators  # the people who run merchants' accounts, and their sign-in
     second_factors: SecondFactors  # operators' TOTP and recovery codes
     sessions: Sessions  # operators' console sessions and their CSRF tokens
+    app_tokens: AppTokens  # access and refresh tokens for apps acting for an operator
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -197,6 +199,7 @@ def bootstrap(
             code_key=derive_key(settings, b"operator recovery codes"),
         ),
         sessions=Sessions(uow, clock, audit, csrf_key=derive_key(settings, b"console csrf")),
+        app_tokens=AppTokens(uow, clock, audit),
     )
 
 

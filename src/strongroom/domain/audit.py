@@ -48,6 +48,7 @@ class AuditTag(StrEnum):
     OPERATOR_SECOND_FACTOR = "console:operator:second_factor"
     OPERATOR_SESSION_REVOKE = "console:session:revoke"
     OPERATOR_SIGN_OUT = "console:session:sign_out"
+    OPERATOR_TOKEN_REUSE = "api:operator_token:reuse"  # noqa: S105 - a tag
 
 
 class ActorType(StrEnum):

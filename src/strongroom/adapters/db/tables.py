@@ -541,3 +541,21 @@ operator_sessions = Table(
     Column("user_agent", String(255), nullable=True),
     Index(None, "operator_id", "revoked_at"),
 )
+
+# Tokens for apps acting for an operator: short-lived access tokens and single-use refresh
+# tokens. Each sign-in starts a family; a refresh replaces the pair within the family, and a
+# refresh token presented twice revokes the family (RFC 9700 section 4.14). Only hashes stored.
+operator_tokens = Table(
+    "operator_tokens",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(8), nullable=False),  # access | refresh
+    Column("family_id", Id, nullable=False),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),  # a refresh token, once exchanged
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Index(None, "family_id"),
+)

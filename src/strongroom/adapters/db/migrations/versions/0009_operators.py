@@ -1,5 +1,5 @@
 """operators: the people who run a merchant's account, their earlier passwords' hashes, their
-TOTP seeds and recovery codes, and their console sessions
+TOTP seeds and recovery codes, their console sessions and their apps' tokens
 
 Revision ID: 0009
 Revises: 0008
@@ -110,9 +110,31 @@ def upgrade() -> None:
         ["operator_id", "revoked_at"],
         unique=False,
     )
+    op.create_table(
+        "operator_tokens",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("family_id", Id, nullable=False),
+        sa.Column("operator_id", Id, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("used_at", UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["operator_id"], ["operators.id"], name=op.f("fk_operator_tokens_operator_id_operators")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_tokens")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_operator_tokens_token_hash")),
+    )
+    op.create_index(
+        op.f("ix_operator_tokens_family_id"), "operator_tokens", ["family_id"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_operator_tokens_family_id"), table_name="operator_tokens")
+    op.drop_table("operator_tokens")
     op.drop_index(
         op.f("ix_operator_sessions_operator_id_revoked_at"), table_name="operator_sessions"
     )
