@@ -199,6 +199,14 @@ class SecondFactors:
             await tx.commit()
         raise AuthenticationError(SECOND_FACTOR_REFUSED)
 
+    async def enrolled(self, operator_id: str) -> bool:
+        """Whether the operator's TOTP is in force."""
+        async with self.uow.reading() as repo:
+            confirmed = await repo.conn.execute(
+                select(_o.c.totp_confirmed_at).where(_o.c.id == operator_id)
+            )
+            return confirmed.scalar_one_or_none() is not None
+
     async def recovery_codes_left(self, operator_id: str) -> int:
         async with self.uow.reading() as repo:
             rows = await repo.conn.execute(

@@ -18,6 +18,7 @@ from strongroom.entrypoints.api.pan_guard import PanGuard
 from strongroom.entrypoints.api.routes import (
     audit,
     checkout,
+    console,
     customers,
     gateway_accounts,
     gateway_webhooks,
@@ -74,6 +75,7 @@ def create_app(
         sandbox,
         tokens,
         checkout,
+        console,
     )
     for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks):
         app.include_router(module.router)

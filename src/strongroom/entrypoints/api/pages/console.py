@@ -1,0 +1,160 @@
+"""The operators' console pages: server-rendered HTML forms with no script at all, so the
+Content-Security-Policy allows none; the one stylesheet is inline and allowed by its hash.
+Every form that changes state carries the session's CSRF token in a hidden field."""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+from datetime import datetime
+
+import segno
+
+from strongroom.entrypoints.api.pages import csp_hash
+from strongroom.service_layer.sessions import Session
+
+__all__ = ["STYLE", "headers", "page"]
+
+STYLE = """
+body { font: 16px system-ui, sans-serif; color: #1a1a1a; background: #f4f5f7; margin: 0; }
+main { max-width: 480px; margin: 48px auto; padding: 24px; background: #fff;
+  border-radius: 8px; box-shadow: 0 1px 4px rgba(0, 0, 0, 0.12); }
+h1 { font-size: 20px; margin: 0 0 16px; }
+form { display: grid; gap: 12px; margin: 0 0 16px; }
+label { display: grid; gap: 4px; font-size: 14px; color: #444; }
+input { font: inherit; padding: 8px; border: 1px solid #bbb; border-radius: 4px; }
+button { padding: 10px; font: inherit; color: #fff; background: #4a64d8; border: 0;
+  border-radius: 4px; cursor: pointer; }
+.error { color: #b3261e; }
+.codes { font-family: ui-monospace, monospace; font-size: 18px; }
+table { width: 100%; border-collapse: collapse; font-size: 14px; }
+td, th { text-align: left; padding: 4px; border-bottom: 1px solid #eee; }
+"""
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Strongroom</title><style>{style}</style></head>
+<body><main><h1>{title}</h1>{body}</main></body></html>"""
+
+
+def page(title: str, body: str) -> str:
+    """A whole page; `body` is markup the caller built with `esc`."""
+    return _PAGE.format(title=esc(title), style=STYLE, body=body)
+
+
+def headers() -> dict[str, str]:
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src {csp_hash(STYLE)}; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+    }
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def error(message: str | None) -> str:
+    return f'<p class="error" role="alert">{esc(message)}</p>' if message else ""
+
+
+def _csrf(token: str) -> str:
+    return f'<input type="hidden" name="csrf_token" value="{esc(token)}">'
+
+
+def sign_in(message: str | None = None) -> str:
+    return error(message) + (
+        '<form method="post" action="/console/sign-in">'
+        '<label>Email <input name="email" type="email" autocomplete="username" required></label>'
+        '<label>Password <input name="password" type="password" '
+        'autocomplete="current-password" required></label>'
+        '<button type="submit">Sign in</button></form>'
+    )
+
+
+def second_factor(csrf: str, message: str | None = None) -> str:
+    return error(message) + (
+        '<form method="post" action="/console/second-factor">'
+        f"{_csrf(csrf)}"
+        '<label>Code from your authenticator app, or a recovery code <input name="code" '
+        'autocomplete="one-time-code" required></label>'
+        '<button type="submit">Continue</button></form>'
+    )
+
+
+def totp_enrolment(csrf: str, secret: str, uri: str, message: str | None = None) -> str:
+    buffer = io.BytesIO()
+    segno.make(uri, error="m").save(buffer, kind="svg", scale=4, xmldecl=False, nl=False)
+    return error(message) + (
+        "<p>Every operator signs in with a second factor. Scan this code with an "
+        "authenticator app, or type the key in, then enter the code it shows.</p>"
+        f'<div id="qr">{buffer.getvalue().decode()}</div>'
+        f'<p>Key: <code id="totp-secret">{esc(secret)}</code></p>'
+        '<form method="post" action="/console/totp">'
+        f"{_csrf(csrf)}"
+        '<label>Code <input name="code" autocomplete="one-time-code" required></label>'
+        '<button type="submit">Turn on</button></form>'
+    )
+
+
+def recovery_codes(codes: Sequence[str]) -> str:
+    items = "".join(f"<li>{esc(c)}</li>" for c in codes)
+    return (
+        "<p>Keep these recovery codes somewhere safe. Each works once, in place of a code "
+        "from your app; they are not shown again.</p>"
+        f'<ul class="codes" id="recovery-codes">{items}</ul>'
+        '<p><a href="/console">Continue to the console</a></p>'
+    )
+
+
+def home(
+    email: str, role: str, sessions: Sequence[Session], current: str, csrf: str, now: datetime
+) -> str:
+    rows = "".join(
+        f"<tr><td>{'this one' if s.id == current else esc(s.ip or 'unknown')}</td>"
+        f"<td>{esc(_ago(now, s.created_at))}</td><td>"
+        + (
+            ""
+            if s.id == current
+            else f'<form method="post" action="/console/sessions/{esc(s.id)}/revoke">'
+            f'{_csrf(csrf)}<button type="submit">End</button></form>'
+        )
+        + "</td></tr>"
+        for s in sessions
+    )
+    return (
+        f'<p id="who">Signed in as {esc(email)} ({esc(role)}).</p>'
+        f'<h2>Sessions</h2><table id="sessions"><tr><th>From</th><th>Signed in</th><th></th>'
+        f"</tr>{rows}</table>"
+        '<p><a href="/console/password">Change password</a></p>'
+        f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
+        '<button type="submit">Sign out</button></form>'
+    )
+
+
+def password(csrf: str, message: str | None = None) -> str:
+    return error(message) + (
+        '<form method="post" action="/console/password">'
+        f"{_csrf(csrf)}"
+        '<label>Current password <input name="current" type="password" '
+        'autocomplete="current-password" required></label>'
+        '<label>New password <input name="new" type="password" autocomplete="new-password" '
+        "required></label>"
+        '<button type="submit">Change password</button></form>'
+    )
+
+
+def signed_out_or_expired(message: str) -> str:
+    return f'<p>{esc(message)}</p><p><a href="/console/sign-in">Sign in</a></p>'
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    minutes = int((now - then).total_seconds() // 60)
+    return "just now" if minutes < 1 else f"{minutes} min ago"

@@ -1,0 +1,268 @@
+"""The operators' console: sign in with a password, then a second factor (enrolling TOTP first
+if the operator has none), then the console's own pages. Not part of /v1.
+
+The session lives in one cookie, `__Host-strongroom_session`: Secure, HttpOnly,
+SameSite=Strict, Path=/ and no Domain (the `__Host-` prefix makes browsers insist on exactly
+that). A new session token is issued after the second factor and after a password change, and
+the old one stops working. Every POST must come from the console's own origin (the Origin
+header), and every POST made with a session must carry the session's CSRF token; otherwise 403.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from strongroom.bootstrap import Container
+from strongroom.domain.audit import Origin
+from strongroom.domain.errors import AuthenticationError, IllegalTransition, InvalidRequest
+from strongroom.entrypoints.api.deps import ContainerDep
+from strongroom.entrypoints.api.errors import request_id_of
+from strongroom.entrypoints.api.pages import console as pages
+from strongroom.entrypoints.api.pages import origin_of
+from strongroom.service_layer.sessions import SESSION_EXPIRED, Session
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+COOKIE = "__Host-strongroom_session"
+MAX_FIELD = 4096
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, title: str, body: str, *, ended: bool = False) -> None:
+        super().__init__(title)
+        self.status, self.title, self.body = status, title, body
+        self.ended = ended  # the session is gone: the browser may forget its cookie
+
+
+def _html(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(pages.page(title, body), status_code=status, headers=pages.headers())
+
+
+def _refusal(exc: _Refused) -> HTMLResponse:
+    response = _html(exc.title, exc.body, exc.status)
+    if exc.ended:
+        _clear(response)
+    return response
+
+
+def _redirect(path: str, token: str | None = None) -> Response:
+    response = RedirectResponse(path, status_code=303, headers=pages.headers())
+    if token is not None:
+        _set(response, token)
+    return response
+
+
+def _set(response: Response, token: str) -> None:
+    response.set_cookie(COOKIE, token, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def _clear(response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def _origin(request: Request) -> Origin:
+    return Origin(
+        ip=request.client.host if request.client else None, request_id=request_id_of(request)
+    )
+
+
+async def _form(request: Request, container: Container) -> dict[str, str]:
+    """The POST's fields, once its Origin is the console's own."""
+    if request.headers.get("origin") != origin_of(container.settings.public_url):
+        raise _Refused(403, "Refused", pages.error("This form must be sent from the console."))
+    try:
+        parsed = parse_qs((await request.body()).decode("utf-8"), max_num_fields=16)
+    except (UnicodeDecodeError, ValueError):
+        parsed = {}
+    return {name: values[0][:MAX_FIELD] for name, values in parsed.items() if values}
+
+
+async def _session(
+    request: Request, container: Container, *, complete: bool = True
+) -> tuple[Session, str]:
+    """The request's live session and its token: 401 when there is none; a session that has
+    not passed its second factor reaches only the second-factor pages."""
+    token = request.cookies.get(COOKIE)
+    try:
+        if not token:
+            raise AuthenticationError(SESSION_EXPIRED)
+        session = await container.sessions.authenticate(token)
+    except AuthenticationError as exc:
+        body = pages.signed_out_or_expired(exc.message)
+        raise _Refused(401, "Signed out", body, ended=True) from None
+    if complete and not session.complete:
+        body = pages.error("Enter your second factor first.") + (
+            '<p><a href="/console/second-factor">Continue</a></p>'
+        )
+        raise _Refused(401, "Second factor needed", body)
+    return session, token
+
+
+def _check_csrf(container: Container, token: str, form: dict[str, str]) -> None:
+    if not container.sessions.csrf_ok(token, form.get("csrf_token")):
+        raise _Refused(403, "Refused", pages.error("The form has expired; reload the page."))
+
+
+# --- signing in ----------------------------------------------------------------------------------
+@router.get("/sign-in")
+async def sign_in_page() -> Response:
+    return _html("Sign in", pages.sign_in())
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        operator = await container.operators.sign_in(
+            form.get("email", ""), form.get("password", ""), origin=_origin(request)
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except AuthenticationError as exc:
+        return _html("Sign in", pages.sign_in(exc.message), 401)
+    issued = await container.sessions.start(operator.id, origin=_origin(request))
+    enrolled = await container.second_factors.enrolled(operator.id)
+    return _redirect("/console/second-factor" if enrolled else "/console/totp", issued.token)
+
+
+@router.get("/second-factor")
+async def second_factor_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        _, token = await _session(request, container, complete=False)
+    except _Refused as exc:
+        return _refusal(exc)
+    return _html("Second factor", pages.second_factor(container.sessions.csrf_token(token)))
+
+
+@router.post("/second-factor")
+async def second_factor(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _session(request, container, complete=False)
+        _check_csrf(container, token, form)
+        await container.second_factors.verify(
+            session.operator_id, form.get("code", ""), origin=_origin(request)
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except AuthenticationError as exc:
+        csrf = container.sessions.csrf_token(token)
+        return _html("Second factor", pages.second_factor(csrf, exc.message), 401)
+    issued = await container.sessions.rotate(token, second_factor=True, origin=_origin(request))
+    return _redirect("/console", issued.token)
+
+
+@router.get("/totp")
+async def totp_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, token = await _session(request, container, complete=False)
+        enrolment = await container.second_factors.begin_totp(session.operator_id)
+    except _Refused as exc:
+        return _refusal(exc)
+    except IllegalTransition:
+        return _redirect("/console" if session.complete else "/console/second-factor")
+    csrf = container.sessions.csrf_token(token)
+    body = pages.totp_enrolment(csrf, enrolment.secret, enrolment.uri)
+    return _html("Set up your second factor", body)
+
+
+@router.post("/totp")
+async def totp(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _session(request, container, complete=False)
+        _check_csrf(container, token, form)
+        codes = await container.second_factors.confirm_totp(
+            session.operator_id, form.get("code", ""), origin=_origin(request)
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except (AuthenticationError, IllegalTransition) as exc:
+        message = exc.message if isinstance(exc, AuthenticationError) else "Start again."
+        return _html("Set up your second factor", pages.error(message), 400)
+    issued = await container.sessions.rotate(token, second_factor=True, origin=_origin(request))
+    response = _html("Recovery codes", pages.recovery_codes(codes))
+    _set(response, issued.token)
+    return response
+
+
+# --- the console ---------------------------------------------------------------------------------
+@router.get("")
+async def home(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, token = await _session(request, container)
+    except _Refused as exc:
+        return _refusal(exc)
+    operator = await container.operators.get(session.operator_id)
+    sessions = await container.sessions.list(operator.id)
+    body = pages.home(
+        operator.email,
+        operator.role.value,
+        sessions,
+        session.id,
+        container.sessions.csrf_token(token),
+        container.clock.now(),
+    )
+    return _html("Console", body)
+
+
+@router.post("/sessions/{session_id}/revoke")
+async def revoke(session_id: str, request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _session(request, container)
+        _check_csrf(container, token, form)
+        await container.sessions.revoke(
+            session.operator_id, session_id[:40], origin=_origin(request)
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except InvalidRequest:
+        return _html("Sessions", pages.error("No such session."), 404)
+    return _redirect("/console")
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _session(request, container, complete=False)
+        _check_csrf(container, token, form)
+    except _Refused as exc:
+        return _refusal(exc)
+    await container.sessions.revoke(session.operator_id, session.id, origin=_origin(request))
+    response = _redirect("/console/sign-in")
+    _clear(response)
+    return response
+
+
+@router.get("/password")
+async def password_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        _, token = await _session(request, container)
+    except _Refused as exc:
+        return _refusal(exc)
+    return _html("Change password", pages.password(container.sessions.csrf_token(token)))
+
+
+@router.post("/password")
+async def change_password(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _session(request, container)
+        _check_csrf(container, token, form)
+        await container.operators.change_password(
+            session.operator_id,
+            form.get("current", ""),
+            form.get("new", ""),
+            origin=_origin(request),
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except (AuthenticationError, InvalidRequest) as exc:
+        csrf = container.sessions.csrf_token(token)
+        return _html("Change password", pages.password(csrf, exc.message), 400)
+    issued = await container.sessions.restart(session.operator_id, origin=_origin(request))
+    return _redirect("/console", issued.token)

@@ -1,0 +1,248 @@
+"""The operators' console over HTTP (the real app, in-process, on SQLite and PostgreSQL): sign
+in with a password and TOTP, the session cookie's flags, CSRF and Origin checks, idle and
+absolute limits, rotation on the second factor and on a password change, and sessions listed
+and ended. The cookie is carried by hand: it is `Secure`, which an http:// test client would
+not send."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pyotp
+import pytest
+
+from strongroom.bootstrap import Container
+from strongroom.entrypoints.api.app import create_app
+from strongroom.entrypoints.api.pages import origin_of
+from strongroom.entrypoints.api.routes.console import COOKIE
+from strongroom.service_layer.operators import Operator
+from tests.support import FakeClock
+
+PASSWORD = "Gl4cier-kettle-Orbit-77"
+
+
+@dataclass
+class Console:
+    """One browser's view: its cookie, and the console's origin for the Origin header."""
+
+    http: httpx.AsyncClient
+    origin: str
+    token: str | None = None
+    cookies_set: list[str] = field(default_factory=list)
+
+    def _remember(self, response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            self.cookies_set.append(header)
+            name, _, rest = header.partition("=")
+            if name == COOKIE:
+                value = rest.split(";", 1)[0]
+                self.token = value.strip('"') or None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Cookie": f"{COOKIE}={self.token}"} if self.token else {}
+
+    async def get(self, path: str) -> httpx.Response:
+        response = await self.http.get(path, headers=self._headers())
+        self._remember(response)
+        return response
+
+    async def post(
+        self, path: str, data: dict[str, str], *, origin: str | None = None, csrf: bool = True
+    ) -> httpx.Response:
+        headers = self._headers() | {"Origin": origin or self.origin}
+        if csrf and self.token and "csrf_token" not in data:
+            page = await self.http.get(_page_for(path), headers=self._headers())
+            data = data | {"csrf_token": csrf_in(page.text)}
+        response = await self.http.post(path, data=data, headers=headers)
+        self._remember(response)
+        return response
+
+
+def _page_for(path: str) -> str:
+    return {
+        "/console/second-factor": "/console/second-factor",
+        "/console/totp": "/console/second-factor",
+        "/console/password": "/console/password",
+    }.get(path, "/console")
+
+
+def csrf_in(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page carries a CSRF token"
+    return found.group(1)
+
+
+@pytest.fixture
+async def console(container: Container) -> AsyncIterator[Console]:
+    transport = httpx.ASGITransport(app=create_app(container))
+    base = container.settings.public_url
+    async with httpx.AsyncClient(transport=transport, base_url=base) as http:
+        yield Console(http, origin_of(base))
+
+
+@pytest.fixture
+async def operator(container: Container) -> Operator:
+    merchant = await container.merchants.create_merchant("Console Ltd")
+    return await container.operators.create(merchant.id, "con@example.com", "owner", PASSWORD)
+
+
+async def enrol(console: Console, clock: FakeClock) -> str:
+    """Sign in for the first time and turn TOTP on; returns the TOTP secret."""
+    signed = await console.post(
+        "/console/sign-in", {"email": "con@example.com", "password": PASSWORD}
+    )
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/console/totp"
+    page = await console.get("/console/totp")
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+    assert secret, page.text
+    before = console.token
+    done = await console.post(
+        "/console/totp",
+        {"code": pyotp.TOTP(secret.group(1)).at(clock.now()), "csrf_token": csrf_in(page.text)},
+    )
+    assert done.status_code == 200, done.text
+    assert len(re.findall(r"<li>[a-z2-9]{5}-[a-z2-9]{5}</li>", done.text)) == 10
+    assert console.token != before, "a new session id after the second factor"
+    return secret.group(1)
+
+
+async def sign_in(console: Console, clock: FakeClock, secret: str) -> httpx.Response:
+    await console.post("/console/sign-in", {"email": "con@example.com", "password": PASSWORD})
+    clock.advance(seconds=30)  # a fresh TOTP step
+    return await console.post(
+        "/console/second-factor", {"code": pyotp.TOTP(secret).at(clock.now())}
+    )
+
+
+async def test_sign_in_with_password_and_totp_and_the_cookie_flags(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    home = await console.get("/console")
+    assert home.status_code == 200
+    assert "Signed in as con@example.com (owner)" in home.text
+
+    await console.post("/console/sign-out", {})
+    assert (await console.get("/console")).status_code == 401
+    console.cookies_set.clear()
+    answer = await sign_in(console, clock, secret)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console"
+    assert (await console.get("/console")).status_code == 200
+
+    cookie = console.cookies_set[-1]
+    parts = [p.strip() for p in cookie.split(";")]
+    assert parts[0].startswith(f"{COOKIE}=")
+    flags = {p.split("=", 1)[0].lower(): p.split("=", 1)[-1] for p in parts[1:]}
+    assert set(flags) == {"httponly", "path", "samesite", "secure"}
+    assert flags["path"] == "/"
+    assert flags["samesite"].lower() == "strict"
+
+
+async def test_the_password_alone_reaches_only_the_second_factor(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    await console.post("/console/sign-out", {})
+    await console.post("/console/sign-in", {"email": "con@example.com", "password": PASSWORD})
+    assert (await console.get("/console")).status_code == 401
+    wrong = await console.post("/console/second-factor", {"code": "000000"})
+    assert wrong.status_code == 401
+    assert "The code is not correct." in wrong.text
+    clock.advance(seconds=30)
+    right = await console.post(
+        "/console/second-factor", {"code": pyotp.TOTP(secret).at(clock.now())}
+    )
+    assert right.status_code == 303
+
+
+async def test_a_wrong_password_gets_the_same_page_as_an_unknown_address(
+    console: Console, operator: Operator
+) -> None:
+    pages = []
+    for email, password in (("con@example.com", "Wrong-password-123"), ("no@x.example", PASSWORD)):
+        answer = await console.post("/console/sign-in", {"email": email, "password": password})
+        pages.append((answer.status_code, answer.text))
+    assert pages[0] == pages[1]
+    assert pages[0][0] == 401
+
+
+async def test_csrf_and_origin_are_checked_on_every_post(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    await enrol(console, clock)
+    no_token = await console.post("/console/sign-out", {}, csrf=False)
+    assert no_token.status_code == 403
+    forged = await console.post("/console/sign-out", {"csrf_token": "forged"})
+    assert forged.status_code == 403
+    elsewhere = await console.post("/console/sign-out", {}, origin="https://evil.example")
+    assert elsewhere.status_code == 403
+    assert (await console.get("/console")).status_code == 200, "still signed in"
+    login_csrf = await console.post(
+        "/console/sign-in",
+        {"email": "con@example.com", "password": PASSWORD},
+        origin="https://evil.example",
+    )
+    assert login_csrf.status_code == 403
+
+
+async def test_idle_and_absolute_limits(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    clock.advance(minutes=15, seconds=1)
+    assert (await console.get("/console")).status_code == 401
+
+    await sign_in(console, clock, secret)
+    for _ in range(12 * 4):  # busy every 15 minutes, for 12 hours
+        clock.advance(minutes=14)
+        await console.get("/console")
+        clock.advance(minutes=1)
+    assert (await console.get("/console")).status_code == 401
+
+
+async def test_a_password_change_rotates_the_session_and_ends_the_others(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    other = Console(console.http, console.origin)
+    await sign_in(other, clock, secret)
+    old = console.token
+
+    changed = await console.post(
+        "/console/password", {"current": PASSWORD, "new": "Brand-new-Passw0rd-a"}
+    )
+    assert changed.status_code == 303
+    assert console.token != old
+    assert (await console.get("/console")).status_code == 200
+    stale = Console(console.http, console.origin, token=old)
+    assert (await stale.get("/console")).status_code == 401
+    assert (await other.get("/console")).status_code == 401
+
+
+async def test_an_operator_ends_another_session(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    other = Console(console.http, console.origin)
+    await sign_in(other, clock, secret)
+    home = await console.get("/console")
+    ids = re.findall(r"/console/sessions/(ses_[A-Za-z0-9]+)/revoke", home.text)
+    assert len(ids) == 1, "the other session, not this one"
+    ended = await console.post(f"/console/sessions/{ids[0]}/revoke", {})
+    assert ended.status_code == 303
+    assert (await other.get("/console")).status_code == 401
+    assert (await console.get("/console")).status_code == 200
+
+
+async def test_pages_forbid_scripts_and_framing(console: Console) -> None:
+    page = await console.get("/console/sign-in")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert page.headers["cache-control"] == "no-store"
