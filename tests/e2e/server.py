@@ -49,12 +49,13 @@ def server_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path) -> str:
+def cli(*args: str, env: dict[str, str], cwd: Path, stdin: str = "") -> str:
     """Run `strongroom ARGS`; its stdout, or a failure showing both streams."""
     done = subprocess.run(
         [STRONGROOM, *args],
         env=env,
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
