@@ -17,6 +17,7 @@ from strongroom.adapters.http.safe_client import SafeClient
 from strongroom.adapters.kms.envelope import Envelope
 from strongroom.adapters.kms.port import Keyring, keyring_from_url
 from strongroom.adapters.observability import Metrics, Tracing, tracing_from_settings
+from strongroom.adapters.ratelimit import storage_from_url
 from strongroom.adapters.reporting import reporting_store_from_url
 from strongroom.domain.clock import Clock, SystemClock
 from strongroom.service_layer.app_tokens import AppTokens
@@ -25,6 +26,7 @@ from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.inbound_webhooks import InboundWebhooks
+from strongroom.service_layer.login_throttle import LoginThrottle
 from strongroom.service_layer.merchants import Merchants
 from strongroom.service_layer.operators import Operators
 from strongroom.service_layer.outbox import Relay
@@ -165,7 +167,8 @@ def bootstrap(
     # Reports are served from their own store; nothing is connected until first used.
     reporting = Reporting(reporting_store_from_url(settings.reporting_url), engines, clock)
     bus.subscribe("reporting", reporting.apply)
-    operators = Operators(uow, clock, Passwords(), audit)
+    throttle = LoginThrottle(storage_from_url(settings.ratelimit_url))
+    operators = Operators(uow, clock, Passwords(), audit, throttle=throttle)
     return Container(
         settings,
         engines,

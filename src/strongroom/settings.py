@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="Braintree's Drop-in UI, for the demo checkout of a merchant paying "
         "through Braintree.",
     )
+    ratelimit_url: str = Field(
+        "memory://",
+        pattern=r"^(memory://|redis://\S+)$",
+        description="Where rate-limit counters live: memory:// (this process) or "
+        "redis://host:6379[/db] (shared by every process).",
+    )
     max_amount: int = Field(
         99_999_999, gt=0, description="Largest amount accepted, in minor units of any currency."
     )

@@ -9,6 +9,7 @@ StrongroomError                 type            code (default)
 ├── CardError                   card_error              card_declined       (402)
 ├── AuthenticationError         authentication_error    api_key_invalid     (401)
 ├── PermissionDenied            permission_error        permission_denied   (403)
+├── RateLimited                 rate_limit_error        rate_limited        (429)
 └── GatewayUnavailable          api_error               gateway_unavailable (502)
 """
 
@@ -103,6 +104,17 @@ class PermissionDenied(StrongroomError):
 
     type = "permission_error"
     default_code = "permission_denied"
+
+
+class RateLimited(StrongroomError):
+    """Too many requests from this source; `retry_after` says when to try again (seconds)."""
+
+    type = "rate_limit_error"
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 class GatewayUnavailable(StrongroomError):

@@ -40,10 +40,12 @@ from strongroom.domain.errors import (
     AuthenticationError,
     InvalidRequest,
     PermissionDenied,
+    RateLimited,
     ResourceMissing,
 )
 from strongroom.domain.ids import new_id
 from strongroom.service_layer.audit import AuditLog
+from strongroom.service_layer.login_throttle import LoginThrottle
 from strongroom.service_layer.passwords import HISTORY, Passwords
 from strongroom.service_layer.unit_of_work import UnitOfWork
 
@@ -114,10 +116,12 @@ class Operators:
         passwords: Passwords,
         audit: AuditLog,
         *,
+        throttle: LoginThrottle | None = None,
         max_failures: int = 10,
         lockout: timedelta = timedelta(minutes=30),
     ) -> None:
         self.uow = uow
+        self.throttle = throttle
         self.clock = clock
         self.passwords = passwords
         self.audit = audit
@@ -183,6 +187,12 @@ class Operators:
         """The operator, once the password is right and the account not locked; otherwise
         AuthenticationError with SIGN_IN_REFUSED, whatever the reason."""
         address = email.strip().lower()[:MAX_EMAIL]
+        if self.throttle is not None:
+            try:
+                await self.throttle.admit(origin.ip)
+            except RateLimited:
+                await self._audit_refusal(None, "throttled", origin, subject=address)
+                raise
         async with self.uow.reading() as repo:
             row = (await repo.conn.execute(select(_o).where(_o.c.email == address))).first()
         # Verified in every case, locked or unknown included: each refusal costs the same.
@@ -190,6 +200,8 @@ class Operators:
             row.password_hash if row is not None else None, password[: 4 * 1024]
         )
         now = self.clock.now()
+        if (row is None or not matches) and self.throttle is not None:
+            await self.throttle.failed(origin.ip, address)
         if row is None:
             await self._refused(None, "unknown_email", origin, subject=address)
         operator = _operator(row)
@@ -247,6 +259,12 @@ class Operators:
     async def _refused(
         self, operator: Operator | None, reason: str, origin: Origin, *, subject: str | None = None
     ) -> NoReturn:
+        await self._audit_refusal(operator, reason, origin, subject=subject)
+        raise AuthenticationError(SIGN_IN_REFUSED)
+
+    async def _audit_refusal(
+        self, operator: Operator | None, reason: str, origin: Origin, *, subject: str | None = None
+    ) -> None:
         if operator is None:
             event = self.audit.event(
                 AuditTag.OPERATOR_SIGN_IN,
@@ -262,7 +280,6 @@ class Operators:
                 operator, AuditTag.OPERATOR_SIGN_IN, origin, Outcome.FAILURE, details
             )
         await self.audit.record_alone(event)
-        raise AuthenticationError(SIGN_IN_REFUSED)
 
     async def unlock(self, owner_id: str, operator_id: str, *, origin: Origin = NO_ORIGIN) -> None:
         """An owner ends another operator's lock of the same merchant at once."""

@@ -17,6 +17,7 @@ from strongroom.domain.errors import (
     IllegalTransition,
     InvalidRequest,
     PermissionDenied,
+    RateLimited,
     ResourceMissing,
     StrongroomError,
 )
@@ -119,6 +120,8 @@ def status_of(error: StrongroomError) -> int:
             return 401
         case PermissionDenied():
             return 403
+        case RateLimited():
+            return 429
         case GatewayUnavailable():
             return 502
         case _:

@@ -17,7 +17,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import Origin
-from strongroom.domain.errors import AuthenticationError, IllegalTransition, InvalidRequest
+from strongroom.domain.errors import (
+    AuthenticationError,
+    IllegalTransition,
+    InvalidRequest,
+    RateLimited,
+)
 from strongroom.entrypoints.api.deps import ContainerDep
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.pages import console as pages
@@ -122,6 +127,10 @@ async def sign_in(request: Request, container: ContainerDep) -> Response:
         return _refusal(exc)
     except AuthenticationError as exc:
         return _html("Sign in", pages.sign_in(exc.message), 401)
+    except RateLimited as exc:
+        response = _html("Sign in", pages.sign_in(exc.message), 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     issued = await container.sessions.start(operator.id, origin=_origin(request))
     enrolled = await container.second_factors.enrolled(operator.id)
     return _redirect("/console/second-factor" if enrolled else "/console/totp", issued.token)
