@@ -83,13 +83,20 @@ def reporting_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, kms_url: str, reporting_url: str) -> Settings:
+def mail_dir(tmp_path: Path) -> Path:
+    """Where this test's emails land (never ./var/mail in the checkout)."""
+    return tmp_path / "mail"
+
+
+@pytest.fixture
+def settings(database_url: str, kms_url: str, reporting_url: str, mail_dir: Path) -> Settings:
     return Settings(
         database_url=database_url,
         env="test",
         db_pool_size=20,
         kms_url=kms_url,
         reporting_url=reporting_url,
+        mail_url=f"file://{mail_dir}",
     )
 
 

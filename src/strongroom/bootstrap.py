@@ -11,6 +11,7 @@ from datetime import timedelta
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from strongroom.adapters.db.engine import Engines, create_engines
+from strongroom.adapters.email import mailer_from_url
 from strongroom.adapters.events.port import EventBus, event_bus_from_url
 from strongroom.adapters.gateways.sandbox import SandboxGateway
 from strongroom.adapters.http.safe_client import SafeClient
@@ -26,6 +27,7 @@ from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.inbound_webhooks import InboundWebhooks
+from strongroom.service_layer.invitations import Invitations
 from strongroom.service_layer.login_throttle import LoginThrottle
 from strongroom.service_layer.merchants import Merchants
 from strongroom.service_layer.operators import Operators
@@ -66,6 +68,7 @@ class Container:
     second_factors: SecondFactors  # operators' TOTP and recovery codes
     sessions: Sessions  # operators' console sessions and their CSRF tokens
     app_tokens: AppTokens  # access and refresh tokens for apps acting for an operator
+    invitations: Invitations  # single-use links by which owners add operators
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -203,6 +206,14 @@ def bootstrap(
         ),
         sessions=Sessions(uow, clock, audit, csrf_key=derive_key(settings, b"console csrf")),
         app_tokens=AppTokens(uow, clock, audit),
+        invitations=Invitations(
+            uow,
+            clock,
+            operators,
+            mailer_from_url(settings.mail_url),
+            audit,
+            public_url=settings.public_url,
+        ),
     )
 
 

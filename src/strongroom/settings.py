@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="Braintree's Drop-in UI, for the demo checkout of a merchant paying "
         "through Braintree.",
     )
+    mail_url: str = Field(
+        "file://./var/mail",
+        pattern=r"^(file|smtp)://\S+$",
+        description="Where operators' emails go: file://<directory> (development: .eml files) "
+        "or smtp://[user:password@]host:port[?from=…&starttls=1].",
+    )
     ratelimit_url: str = Field(
         "memory://",
         pattern=r"^(memory://|redis://\S+)$",

@@ -9,12 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
 
 from strongroom.bootstrap import Container
+from strongroom.domain.errors import AuthenticationError
 from strongroom.entrypoints.api.app import create_app
 from strongroom.entrypoints.api.pages import origin_of
 from strongroom.entrypoints.api.routes.console import COOKIE
@@ -66,7 +70,7 @@ def _page_for(path: str) -> str:
         "/console/second-factor": "/console/second-factor",
         "/console/totp": "/console/second-factor",
         "/console/password": "/console/password",
-    }.get(path, "/console")
+    }.get(path, "/console/operators" if path.startswith("/console/operators") else "/console")
 
 
 def csrf_in(html: str) -> str:
@@ -246,3 +250,86 @@ async def test_pages_forbid_scripts_and_framing(console: Console) -> None:
     assert "script-src" not in policy
     assert "frame-ancestors 'none'" in policy
     assert page.headers["cache-control"] == "no-store"
+
+
+def link_in(mail_dir: Path, to: str) -> str:
+    """The invitation link in the newest email to `to` the development mailer wrote."""
+    messages = [
+        message_from_bytes(p.read_bytes(), policy=default)
+        for p in sorted(mail_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    ]
+    mine = [m for m in messages if m["To"] == to]
+    assert mine, f"no email to {to}"
+    body = mine[-1].get_body(("plain",))
+    assert body is not None
+    found = re.search(r"https?://\S+/console/invitations/(\S+)", body.get_content())
+    assert found
+    return f"/console/invitations/{found.group(1)}"
+
+
+async def test_an_owner_invites_and_the_link_works_once_for_24_hours(
+    console: Console,
+    container: Container,
+    operator: Operator,
+    clock: FakeClock,
+    mail_dir: Path,
+) -> None:
+    await enrol(console, clock)
+    sent = await console.post(
+        "/console/operators/invite", {"email": "New.Hire@example.com", "role": "finance"}
+    )
+    assert sent.status_code == 303
+    link = link_in(mail_dir, "new.hire@example.com")
+
+    guest = Console(console.http, console.origin)
+    page = await guest.get(link)
+    assert page.status_code == 200
+    assert "invited as finance" in page.text
+    weak = await guest.post(link, {"password": "password1234"})
+    assert weak.status_code == 400, "a refused password leaves the link usable"
+    made = await guest.post(link, {"password": "Finance-passw0rd-ok"})
+    assert made.status_code == 303
+    assert (await guest.post(link, {"password": "Another-passw0rd-ok"})).status_code == 404
+    hired = await container.operators.sign_in("new.hire@example.com", "Finance-passw0rd-ok")
+    assert (hired.role.value, hired.merchant_id) == ("finance", operator.merchant_id)
+
+    await console.post("/console/operators/invite", {"email": "late@example.com", "role": "viewer"})
+    late = link_in(mail_dir, "late@example.com")
+    clock.advance(hours=24)
+    assert (await guest.get(late)).status_code == 404
+
+
+async def test_only_an_owner_manages_operators_and_a_role_change_ends_sessions(
+    console: Console,
+    container: Container,
+    operator: Operator,
+    clock: FakeClock,
+) -> None:
+    owner_secret = await enrol(console, clock)
+    clerk = await container.operators.create(
+        operator.merchant_id, "clerk@example.com", "support", PASSWORD
+    )
+    clerk_console = Console(console.http, console.origin)
+    await clerk_console.post("/console/sign-in", {"email": clerk.email, "password": PASSWORD})
+    page = await clerk_console.get("/console/totp")
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+    assert secret
+    await clerk_console.post(
+        "/console/totp",
+        {"code": pyotp.TOTP(secret.group(1)).at(clock.now()), "csrf_token": csrf_in(page.text)},
+    )
+    assert (await clerk_console.get("/console/operators")).status_code == 403
+
+    changed = await console.post(f"/console/operators/{clerk.id}/role", {"role": "admin"})
+    assert changed.status_code == 303
+    assert (await container.operators.get(clerk.id)).role.value == "admin"
+    assert (await clerk_console.get("/console")).status_code == 401, "a new session for a new role"
+
+    for _ in range(10):
+        with pytest.raises(AuthenticationError):
+            await container.operators.sign_in(clerk.email, "Wrong-passw0rd-xyz")
+    listing = await console.get("/console/operators")
+    assert f"/console/operators/{clerk.id}/unlock" in listing.text
+    assert (await console.post(f"/console/operators/{clerk.id}/unlock", {})).status_code == 303
+    assert (await container.operators.sign_in(clerk.email, PASSWORD)).id == clerk.id
+    assert owner_secret

@@ -1,7 +1,8 @@
 """Sign-in abuse defences (service_layer.login_throttle with service_layer.operators), on SQLite
-and PostgreSQL (the two long runs on PostgreSQL alone): per-address and per-network windows, an address that sprays many accounts
-slowed then blocked, counters shared through Redis by two app processes' services, a
-credential-stuffing run, and no account enumeration in the answer or its timing."""
+and PostgreSQL (the two long runs on PostgreSQL alone): per-address and per-network windows, an
+address that sprays many accounts slowed then blocked, counters shared through Redis by two app
+processes' services, a credential-stuffing run, and no account enumeration in the answer or its
+timing."""
 
 from __future__ import annotations
 

@@ -48,6 +48,9 @@ class AuditTag(StrEnum):
     OPERATOR_SECOND_FACTOR = "console:operator:second_factor"
     OPERATOR_SESSION_REVOKE = "console:session:revoke"
     OPERATOR_SIGN_OUT = "console:session:sign_out"
+    OPERATOR_INVITE = "console:operator:invite"
+    OPERATOR_INVITATION_ACCEPT = "console:operator:accept_invitation"
+    OPERATOR_ROLE_CHANGE = "console:operator:role_change"
     OPERATOR_TOKEN_REUSE = "api:operator_token:reuse"  # noqa: S105 - a tag
 
 

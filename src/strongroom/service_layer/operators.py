@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import (
     NO_ORIGIN,
+    SYSTEM,
     Actor,
     ActorType,
     AuditEvent,
@@ -47,7 +48,7 @@ from strongroom.domain.ids import new_id
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.login_throttle import LoginThrottle
 from strongroom.service_layer.passwords import HISTORY, Passwords
-from strongroom.service_layer.unit_of_work import UnitOfWork
+from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 _o = t.operators
 _h = t.operator_password_history
@@ -92,6 +93,14 @@ def _operator(row: Row[Any]) -> Operator:
     )
 
 
+def parse_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidRequest(f"role must be one of: {roles}.", param="role") from None
+
+
 def normalize_email(email: str) -> str:
     """Lower case, trimmed; refused unless it looks like one address (the invitation that
     proves it is delivered comes with invitations)."""
@@ -132,48 +141,64 @@ class Operators:
     async def create(self, merchant_id: str, email: str, role: str, password: str) -> Operator:
         """An operator with a password (the CLI's first owner). Raises InvalidRequest for a bad
         address, role or password, or an address already in use."""
-        address = normalize_email(email)
-        try:
-            kind = Role(role)
-        except ValueError:
-            roles = ", ".join(r.value for r in Role)
-            raise InvalidRequest(f"role must be one of: {roles}.", param="role") from None
-        self.passwords.check(password, email=address)
-        hashed = await self.passwords.hash_async(password)
-        now = self.clock.now()
-        operator_id = new_id("op")
+        address, kind, hashed = await self.prepare(email, role, password)
         async with self.uow.transaction() as tx:
-            conn = tx.repo.conn
             if await tx.repo.get_merchant(merchant_id) is None:
                 raise ResourceMissing(f"No such merchant: '{merchant_id}'", param="merchant")
-            taken = await conn.execute(select(_o.c.id).where(_o.c.email == address))
-            if taken.first() is not None:
-                raise InvalidRequest("An operator with this email already exists.", param="email")
-            await conn.execute(
-                _o.insert().values(
-                    id=operator_id,
-                    merchant_id=merchant_id,
-                    email=address,
-                    role=kind.value,
-                    password_hash=hashed,
-                    password_changed_at=now,
-                    failed_sign_ins=0,
-                    locked_until=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            await tx.repo.add_audit_event(
-                self.audit.event(
-                    AuditTag.OPERATOR_CREATE,
-                    merchant_id=merchant_id,
-                    resource=("operator", operator_id),
-                    details={"role": kind.value},
-                )
-            )
+            operator_id = await self.add(tx, merchant_id, address, kind, hashed, SYSTEM)
             await tx.commit()
-            row = (await conn.execute(select(_o).where(_o.c.id == operator_id))).one()
-        return _operator(row)
+        return await self.get(operator_id)
+
+    async def prepare(self, email: str, role: str, password: str) -> tuple[str, Role, str]:
+        """The checked address and role and the password's hash, before any transaction (argon2
+        is slow). Raises InvalidRequest."""
+        address = normalize_email(email)
+        kind = parse_role(role)
+        self.passwords.check(password, email=address)
+        return address, kind, await self.passwords.hash_async(password)
+
+    async def add(
+        self,
+        tx: Transaction,
+        merchant_id: str,
+        address: str,
+        kind: Role,
+        hashed: str,
+        actor: Actor,
+        origin: Origin = NO_ORIGIN,
+    ) -> str:
+        """Insert an operator within `tx`; returns its id. InvalidRequest if the address is
+        taken (the unique constraint backs this check up against a race)."""
+        conn = tx.repo.conn
+        if (await conn.execute(select(_o.c.id).where(_o.c.email == address))).first():
+            raise InvalidRequest("An operator with this email already exists.", param="email")
+        now = self.clock.now()
+        operator_id = new_id("op")
+        await conn.execute(
+            _o.insert().values(
+                id=operator_id,
+                merchant_id=merchant_id,
+                email=address,
+                role=kind.value,
+                password_hash=hashed,
+                password_changed_at=now,
+                failed_sign_ins=0,
+                locked_until=None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await tx.repo.add_audit_event(
+            self.audit.event(
+                AuditTag.OPERATOR_CREATE,
+                actor=actor,
+                merchant_id=merchant_id,
+                origin=origin,
+                resource=("operator", operator_id),
+                details={"role": kind.value},
+            )
+        )
+        return operator_id
 
     async def get(self, operator_id: str) -> Operator:
         async with self.uow.reading() as repo:
@@ -181,6 +206,47 @@ class Operators:
         if row is None:
             raise ResourceMissing(f"No such operator: '{operator_id}'", param="operator")
         return _operator(row)
+
+    async def list(self, merchant_id: str) -> list[Operator]:
+        async with self.uow.reading() as repo:
+            rows = await repo.conn.execute(
+                select(_o).where(_o.c.merchant_id == merchant_id).order_by(_o.c.email)
+            )
+            return [_operator(r) for r in rows]
+
+    async def change_role(
+        self, owner_id: str, operator_id: str, role: str, *, origin: Origin = NO_ORIGIN
+    ) -> None:
+        """An owner gives another operator of the merchant a new role; that operator's sessions
+        end with it, so their next request signs in again with the new role."""
+        owner, target = await self.get(owner_id), await self.get(operator_id)
+        if owner.role is not Role.OWNER or owner.merchant_id != target.merchant_id:
+            raise PermissionDenied("Only an owner of this merchant can change roles.")
+        if owner.id == target.id:
+            raise InvalidRequest("Owners cannot change their own role.", param="role")
+        kind = parse_role(role)
+        now = self.clock.now()
+        async with self.uow.transaction() as tx:
+            conn = tx.repo.conn
+            await conn.execute(
+                update(_o).where(_o.c.id == target.id).values(role=kind.value, updated_at=now)
+            )
+            sessions = t.operator_sessions
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.operator_id == target.id, sessions.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            await tx.repo.add_audit_event(
+                self._event(
+                    target,
+                    AuditTag.OPERATOR_ROLE_CHANGE,
+                    origin,
+                    details={"from": target.role.value, "to": kind.value},
+                    actor=Actor(ActorType.USER, owner.id),
+                )
+            )
+            await tx.commit()
 
     # --- signing in -------------------------------------------------------------------------------
     async def sign_in(self, email: str, password: str, *, origin: Origin = NO_ORIGIN) -> Operator:

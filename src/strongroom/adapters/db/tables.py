@@ -559,3 +559,20 @@ operator_tokens = Table(
     Column("revoked_at", UTCDateTime(), nullable=True),
     Index(None, "family_id"),
 )
+
+# Invitations to a merchant's console: a single-use link (only its token's hash is stored) that
+# lets the invitee choose a password within 24 hours.
+operator_invitations = Table(
+    "operator_invitations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("invited_by", Id, ForeignKey("operators.id"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("accepted_at", UTCDateTime(), nullable=True),
+    Index(None, "merchant_id", "created_at"),
+)

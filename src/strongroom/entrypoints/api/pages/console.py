@@ -12,6 +12,7 @@ from datetime import datetime
 import segno
 
 from strongroom.entrypoints.api.pages import csp_hash
+from strongroom.service_layer.operators import Operator, Role
 from strongroom.service_layer.sessions import Session
 
 __all__ = ["STYLE", "headers", "page"]
@@ -136,7 +137,8 @@ def home(
         f'<h2>Sessions</h2><table id="sessions"><tr><th>From</th><th>Signed in</th><th></th>'
         f"</tr>{rows}</table>"
         '<p><a href="/console/password">Change password</a></p>'
-        f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
+        + ('<p><a href="/console/operators">Operators</a></p>' if role == "owner" else "")
+        + f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
         '<button type="submit">Sign out</button></form>'
     )
 
@@ -160,3 +162,56 @@ def signed_out_or_expired(message: str) -> str:
 def _ago(now: datetime, then: datetime) -> str:
     minutes = int((now - then).total_seconds() // 60)
     return "just now" if minutes < 1 else f"{minutes} min ago"
+
+
+def _role_options(selected: str | None = None) -> str:
+    return "".join(
+        f'<option value="{r.value}"{" selected" if r.value == selected else ""}>{r.value}</option>'
+        for r in Role
+    )
+
+
+def accept_invitation(email: str, role: str, message: str | None = None) -> str:
+    return error(message) + (
+        f"<p>You are invited as {esc(role)}. Choose a password for {esc(email)}: at least 12 "
+        "characters with letters and digits; a passphrase is best.</p>"
+        '<form method="post">'
+        '<label>Password <input name="password" type="password" autocomplete="new-password" '
+        "required></label>"
+        '<button type="submit">Create my account</button></form>'
+    )
+
+
+def operators(
+    everyone: Sequence[Operator], me: str, csrf: str, now: datetime, message: str | None = None
+) -> str:
+    rows = []
+    for op in everyone:
+        actions = ""
+        if op.id != me:
+            actions = (
+                f'<form method="post" action="/console/operators/{esc(op.id)}/role">{_csrf(csrf)}'
+                f'<select name="role" aria-label="Role of {esc(op.email)}">'
+                f"{_role_options(op.role.value)}</select>"
+                '<button type="submit">Change role</button></form>'
+            )
+            if op.locked_at(now):
+                actions += (
+                    f'<form method="post" action="/console/operators/{esc(op.id)}/unlock">'
+                    f'{_csrf(csrf)}<button type="submit">Unlock</button></form>'
+                )
+        state = "locked" if op.locked_at(now) else "active"
+        rows.append(
+            f"<tr><td>{esc(op.email)}</td><td>{esc(op.role.value)}</td><td>{state}</td>"
+            f"<td>{actions}</td></tr>"
+        )
+    return error(message) + (
+        f'<table id="operators"><tr><th>Email</th><th>Role</th><th>State</th><th></th></tr>'
+        f"{''.join(rows)}</table>"
+        "<h2>Invite an operator</h2>"
+        f'<form method="post" action="/console/operators/invite">{_csrf(csrf)}'
+        '<label>Email <input name="email" type="email" required></label>'
+        f'<label>Role <select name="role">{_role_options("viewer")}</select></label>'
+        '<button type="submit">Send invitation</button></form>'
+        '<p><a href="/console">Back</a></p>'
+    )

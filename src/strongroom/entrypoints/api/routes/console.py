@@ -21,6 +21,7 @@ from strongroom.domain.errors import (
     AuthenticationError,
     IllegalTransition,
     InvalidRequest,
+    PermissionDenied,
     RateLimited,
 )
 from strongroom.entrypoints.api.deps import ContainerDep
@@ -275,3 +276,104 @@ async def change_password(request: Request, container: ContainerDep) -> Response
         return _html("Change password", pages.password(csrf, exc.message), 400)
     issued = await container.sessions.restart(session.operator_id, origin=_origin(request))
     return _redirect("/console", issued.token)
+
+
+# --- invitations and the owner's operators page ----------------------------------------------
+@router.get("/invitations/{token}")
+async def invitation_page(token: str, container: ContainerDep) -> Response:
+    try:
+        invitation = await container.invitations.pending(token[:100])
+    except InvalidRequest as exc:
+        return _html("Invitation", pages.error(exc.message), 404)
+    body = pages.accept_invitation(invitation.email, invitation.role.value)
+    return _html("Invitation", body)
+
+
+@router.post("/invitations/{token}")
+async def accept_invitation(token: str, request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        await container.invitations.accept(
+            token[:100], form.get("password", ""), origin=_origin(request)
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except InvalidRequest as exc:
+        if exc.code == "invitation_invalid":
+            return _html("Invitation", pages.error(exc.message), 404)
+        invitation = await container.invitations.pending(token[:100])
+        body = pages.accept_invitation(invitation.email, invitation.role.value, exc.message)
+        return _html("Invitation", body, 400)
+    return _redirect("/console/sign-in")
+
+
+async def _owner(request: Request, container: Container) -> tuple[Session, str]:
+    session, token = await _session(request, container)
+    operator = await container.operators.get(session.operator_id)
+    if operator.role.value != "owner":
+        raise _Refused(403, "Operators", pages.error("Only an owner manages operators."))
+    return session, token
+
+
+async def _operators_page(
+    container: Container, session: Session, token: str, message: str | None = None
+) -> str:
+    me = await container.operators.get(session.operator_id)
+    everyone = await container.operators.list(me.merchant_id)
+    csrf = container.sessions.csrf_token(token)
+    return pages.operators(everyone, me.id, csrf, container.clock.now(), message)
+
+
+@router.get("/operators")
+async def operators_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, token = await _owner(request, container)
+    except _Refused as exc:
+        return _refusal(exc)
+    return _html("Operators", await _operators_page(container, session, token))
+
+
+@router.post("/operators/invite")
+async def invite(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _owner(request, container)
+        _check_csrf(container, token, form)
+        await container.invitations.invite(
+            session.operator_id,
+            form.get("email", ""),
+            form.get("role", ""),
+            origin=_origin(request),
+        )
+    except _Refused as exc:
+        return _refusal(exc)
+    except InvalidRequest as exc:
+        return _html(
+            "Operators", await _operators_page(container, session, token, exc.message), 400
+        )
+    return _redirect("/console/operators")
+
+
+@router.post("/operators/{operator_id}/{action}")
+async def manage(
+    operator_id: str, action: str, request: Request, container: ContainerDep
+) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _owner(request, container)
+        _check_csrf(container, token, form)
+        target = operator_id[:40]
+        if action == "unlock":
+            await container.operators.unlock(session.operator_id, target, origin=_origin(request))
+        elif action == "role":
+            await container.operators.change_role(
+                session.operator_id, target, form.get("role", ""), origin=_origin(request)
+            )
+        else:
+            return _html("Operators", pages.error("No such action."), 404)
+    except _Refused as exc:
+        return _refusal(exc)
+    except (InvalidRequest, PermissionDenied) as exc:
+        page = await _operators_page(container, session, token, exc.message)
+        return _html("Operators", page, 400)
+    return _redirect("/console/operators")

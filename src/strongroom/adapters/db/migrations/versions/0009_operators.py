@@ -1,5 +1,5 @@
 """operators: the people who run a merchant's account, their earlier passwords' hashes, their
-TOTP seeds and recovery codes, their console sessions and their apps' tokens
+TOTP seeds and recovery codes, their console sessions, their apps' tokens and invitations
 
 Revision ID: 0009
 Revises: 0008
@@ -130,9 +130,43 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_operator_tokens_family_id"), "operator_tokens", ["family_id"], unique=False
     )
+    op.create_table(
+        "operator_invitations",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("merchant_id", Id, nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("invited_by", Id, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("accepted_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["invited_by"],
+            ["operators.id"],
+            name=op.f("fk_operator_invitations_invited_by_operators"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+            name=op.f("fk_operator_invitations_merchant_id_merchants"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_invitations")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_operator_invitations_token_hash")),
+    )
+    op.create_index(
+        op.f("ix_operator_invitations_merchant_id_created_at"),
+        "operator_invitations",
+        ["merchant_id", "created_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_operator_invitations_merchant_id_created_at"), table_name="operator_invitations"
+    )
+    op.drop_table("operator_invitations")
     op.drop_index(op.f("ix_operator_tokens_family_id"), table_name="operator_tokens")
     op.drop_table("operator_tokens")
     op.drop_index(
