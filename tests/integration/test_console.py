@@ -333,3 +333,61 @@ async def test_only_an_owner_manages_operators_and_a_role_change_ends_sessions(
     assert (await console.post(f"/console/operators/{clerk.id}/unlock", {})).status_code == 303
     assert (await container.operators.sign_in(clerk.email, PASSWORD)).id == clerk.id
     assert owner_secret
+
+
+async def test_app_tokens_need_a_recent_second_factor_and_rotate_at_oauth_token(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    clock.advance(minutes=6)  # the second factor is now too old for a sensitive act
+    await console.get("/console")
+    stale = await console.post("/console/app-tokens", {})
+    assert stale.status_code == 401
+    assert 'name="next" value="/console/app-tokens"' in stale.text
+    clock.advance(seconds=30)
+    stepped = await console.post(
+        "/console/second-factor",
+        {"code": pyotp.TOTP(secret).at(clock.now()), "next": "/console/app-tokens"},
+    )
+    assert stepped.headers["location"] == "/console/app-tokens"
+    made = await console.post("/console/app-tokens", {})
+    assert made.status_code == 200
+    assert made.headers["cache-control"] == "no-store"
+    access = re.search(r'id="access-token">([^<]+)<', made.text)
+    refresh = re.search(r'id="refresh-token">([^<]+)<', made.text)
+    assert access
+    assert refresh
+
+    api = console.http
+    me = await api.get("/v1/operator", headers={"Authorization": f"Bearer {access.group(1)}"})
+    assert me.json()["email"] == "con@example.com"
+    rotated = await api.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": refresh.group(1)}
+    )
+    assert rotated.status_code == 200, rotated.text
+    pair = rotated.json()
+    assert pair["token_type"] == "Bearer"
+    assert pair["expires_in"] == 600
+    reused = await api.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": refresh.group(1)}
+    )
+    assert reused.status_code == 400
+    assert reused.json()["error"]["code"] == "invalid_grant"
+    after = await api.get(
+        "/v1/operator", headers={"Authorization": f"Bearer {pair['access_token']}"}
+    )
+    assert after.status_code == 401, "the family's newer tokens are revoked too"
+    wrong_grant = await api.post("/oauth/token", data={"grant_type": "password"})
+    assert wrong_grant.json()["error"]["code"] == "unsupported_grant_type"
+
+
+async def test_a_step_up_never_redirects_off_the_console(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    clock.advance(seconds=30)
+    answer = await console.post(
+        "/console/second-factor",
+        {"code": pyotp.TOTP(secret).at(clock.now()), "next": "https://evil.example/console"},
+    )
+    assert answer.headers["location"] == "/console"

@@ -34,6 +34,7 @@ from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 _s = t.operator_sessions
 IDLE = timedelta(minutes=15)
+STEP_UP = timedelta(minutes=5)  # how recent the second factor must be for sensitive acts
 ABSOLUTE = timedelta(hours=12)
 TOKEN_BYTES = 32  # 256 bits
 SESSION_EXPIRED = "Your session has ended; sign in again."
@@ -53,6 +54,11 @@ class Session:
     def complete(self) -> bool:
         """Password and second factor both done."""
         return self.second_factor_at is not None
+
+    def stepped_up(self, now: datetime) -> bool:
+        """A second factor within the last 5 minutes: what sensitive operations (creating
+        credentials, changing gateway keys, exports, key rotation, large refunds) require."""
+        return self.second_factor_at is not None and now - self.second_factor_at <= STEP_UP
 
 
 @dataclass(frozen=True)

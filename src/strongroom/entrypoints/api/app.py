@@ -23,6 +23,7 @@ from strongroom.entrypoints.api.routes import (
     gateway_accounts,
     gateway_webhooks,
     health,
+    operator_tokens,
     payment_intents,
     refunds,
     reports,
@@ -76,6 +77,7 @@ def create_app(
         tokens,
         checkout,
         console,
+        operator_tokens,
     )
     for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks):
         app.include_router(module.router)

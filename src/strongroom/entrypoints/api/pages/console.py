@@ -82,10 +82,11 @@ def sign_in(message: str | None = None) -> str:
     )
 
 
-def second_factor(csrf: str, message: str | None = None) -> str:
+def second_factor(csrf: str, message: str | None = None, then: str | None = None) -> str:
+    after = f'<input type="hidden" name="next" value="{esc(then)}">' if then else ""
     return error(message) + (
         '<form method="post" action="/console/second-factor">'
-        f"{_csrf(csrf)}"
+        f"{_csrf(csrf)}{after}"
         '<label>Code from your authenticator app, or a recovery code <input name="code" '
         'autocomplete="one-time-code" required></label>'
         '<button type="submit">Continue</button></form>'
@@ -138,6 +139,7 @@ def home(
         f"</tr>{rows}</table>"
         '<p><a href="/console/password">Change password</a></p>'
         + ('<p><a href="/console/operators">Operators</a></p>' if role == "owner" else "")
+        + '<p><a href="/console/app-tokens">Tokens for apps</a></p>'
         + f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
         '<button type="submit">Sign out</button></form>'
     )
@@ -213,5 +215,25 @@ def operators(
         '<label>Email <input name="email" type="email" required></label>'
         f'<label>Role <select name="role">{_role_options("viewer")}</select></label>'
         '<button type="submit">Send invitation</button></form>'
+        '<p><a href="/console">Back</a></p>'
+    )
+
+
+def app_tokens(csrf: str) -> str:
+    return (
+        "<p>An app (a script, a CLI) can act for you with an access token that lasts 10 "
+        "minutes and a refresh token it exchanges for new ones at <code>POST /oauth/token</code>."
+        " Creating them needs your second factor within the last 5 minutes.</p>"
+        f'<form method="post" action="/console/app-tokens">{_csrf(csrf)}'
+        '<button type="submit">Create tokens</button></form>'
+        '<p><a href="/console">Back</a></p>'
+    )
+
+
+def app_tokens_made(access_token: str, refresh_token: str) -> str:
+    return (
+        "<p>Copy these now; they are not shown again.</p>"
+        f'<p>Access token: <code id="access-token">{esc(access_token)}</code></p>'
+        f'<p>Refresh token: <code id="refresh-token">{esc(refresh_token)}</code></p>'
         '<p><a href="/console">Back</a></p>'
     )

@@ -10,6 +10,7 @@ header), and every POST made with a session must carry the session's CSRF token;
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -159,9 +160,16 @@ async def second_factor(request: Request, container: ContainerDep) -> Response:
         return _refusal(exc)
     except AuthenticationError as exc:
         csrf = container.sessions.csrf_token(token)
-        return _html("Second factor", pages.second_factor(csrf, exc.message), 401)
+        body = pages.second_factor(csrf, exc.message, _next(form))
+        return _html("Second factor", body, 401)
     issued = await container.sessions.rotate(token, second_factor=True, origin=_origin(request))
-    return _redirect("/console", issued.token)
+    return _redirect(_next(form) or "/console", issued.token)
+
+
+def _next(form: dict[str, str]) -> str | None:
+    """Where to go after a step-up: only one of the console's own pages."""
+    then = form.get("next", "")
+    return then if re.fullmatch(r"/console(/[a-z-]+)*", then) else None
 
 
 @router.get("/totp")
@@ -377,3 +385,30 @@ async def manage(
         page = await _operators_page(container, session, token, exc.message)
         return _html("Operators", page, 400)
     return _redirect("/console/operators")
+
+
+# --- tokens for apps (a sensitive act: needs a second factor within 5 minutes) ----------------
+@router.get("/app-tokens")
+async def app_tokens_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        _, token = await _session(request, container)
+    except _Refused as exc:
+        return _refusal(exc)
+    return _html("Tokens for apps", pages.app_tokens(container.sessions.csrf_token(token)))
+
+
+@router.post("/app-tokens")
+async def create_app_tokens(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _session(request, container)
+        _check_csrf(container, token, form)
+    except _Refused as exc:
+        return _refusal(exc)
+    csrf = container.sessions.csrf_token(token)
+    if not session.stepped_up(container.clock.now()):
+        message = "Confirm it is you: enter your second factor again."
+        body = pages.second_factor(csrf, message, "/console/app-tokens")
+        return _html("Second factor", body, 401)
+    pair = await container.app_tokens.grant(session.operator_id)
+    return _html("Tokens for apps", pages.app_tokens_made(pair.access_token, pair.refresh_token))
