@@ -38,6 +38,7 @@ from strongroom.service_layer.reporting import Reporting
 from strongroom.service_layer.second_factors import SecondFactors
 from strongroom.service_layer.sessions import Sessions
 from strongroom.service_layer.unit_of_work import UnitOfWork
+from strongroom.service_layer.webauthn_factor import WebAuthnFactor
 from strongroom.service_layer.webhooks import Webhooks
 from strongroom.settings import Settings
 
@@ -69,6 +70,7 @@ class Container:
     sessions: Sessions  # operators' console sessions and their CSRF tokens
     app_tokens: AppTokens  # access and refresh tokens for apps acting for an operator
     invitations: Invitations  # single-use links by which owners add operators
+    webauthn: WebAuthnFactor  # security keys as operators' second factor
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -214,6 +216,7 @@ def bootstrap(
             audit,
             public_url=settings.public_url,
         ),
+        webauthn=WebAuthnFactor(uow, clock, audit, public_url=settings.public_url),
     )
 
 

@@ -21,6 +21,7 @@ __all__ = ["browser"]  # a fixture, imported for pytest to find
 
 PASSWORD = "Gl4cier-kettle-Orbit-77"
 EMAIL = "owner@console.example"
+KEY_EMAIL = "keys@console.example"
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,11 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = server_env(STRONGROOM_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'strongroom.db'}")
     cli("db", "upgrade", env=env, cwd=workdir)
     merchant = cli_json("merchants", "create", "--name", "Console", env=env, cwd=workdir)
-    cli(
-        "operators", "create", "--merchant", merchant["id"], "--email", EMAIL,
-        env=env, cwd=workdir, stdin=f"{PASSWORD}\n{PASSWORD}\n",
-    )  # fmt: skip
+    for email in (EMAIL, KEY_EMAIL):
+        cli(
+            "operators", "create", "--merchant", merchant["id"], "--email", email,
+            env=env, cwd=workdir, stdin=f"{PASSWORD}\n{PASSWORD}\n",
+        )  # fmt: skip
     for attempt in range(3):
         port = free_port()
         base = f"http://localhost:{port}"
@@ -84,6 +86,53 @@ async def test_sign_in_enrol_totp_sign_out_and_sign_in_with_a_code(
     await page.get_by_label(re.compile("Code from your authenticator")).fill(code)
     await page.get_by_role("button", name="Continue").click()
     await expect(page.locator("#who")).to_have_text(f"Signed in as {EMAIL} (owner).")
+    await context.close()
+
+
+async def test_a_security_key_stands_in_for_the_code(browser: Browser, origin: str) -> None:
+    """WebAuthn with chromium's virtual authenticator (CDP WebAuthn domain), a CTAP2 key that
+    approves every request: added from the console, then used instead of a TOTP code."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    await cdp.send("WebAuthn.enable", {"enableUI": False})
+    added = await cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "usb",
+                "hasResidentKey": False,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    await page.goto(f"{origin}/console/sign-in")
+    await page.get_by_label("Email").fill(KEY_EMAIL)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    secret = (await page.locator("#totp-secret").text_content() or "").strip()
+    await page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
+    await page.get_by_role("button", name="Turn on").click()
+    await page.get_by_role("link", name="Continue to the console").click()
+
+    await page.get_by_role("link", name="Security keys").click()
+    await expect(page.locator("#key-count")).to_have_text("Security keys: 0.")
+    await page.get_by_role("button", name="Add a security key").click()
+    await expect(page.locator("#key-count")).to_have_text("Security keys: 1.")
+    held = await cdp.send("WebAuthn.getCredentials", {"authenticatorId": added["authenticatorId"]})
+    [credential] = held["credentials"]
+    assert credential["rpId"] == "localhost"
+
+    await page.goto(f"{origin}/console")
+    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_label("Email").fill(KEY_EMAIL)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Use a security key").click()
+    await expect(page.locator("#who")).to_have_text(f"Signed in as {KEY_EMAIL} (owner).")
     await context.close()
 
 

@@ -391,3 +391,40 @@ async def test_a_step_up_never_redirects_off_the_console(
         {"code": pyotp.TOTP(secret).at(clock.now()), "next": "https://evil.example/console"},
     )
     assert answer.headers["location"] == "/console"
+
+
+async def test_security_key_calls_need_csrf_and_answer_each_challenge_once(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    """The refusals; the ceremonies themselves run in chromium with a virtual authenticator
+    (tests/e2e/test_console_browser.py)."""
+    await enrol(console, clock)
+    page = await console.get("/console/security-keys")
+    assert "script-src 'sha256-" in page.headers["content-security-policy"]
+    csrf = re.search(r'data-csrf="([^"]+)"', page.text)
+    assert csrf
+    headers = {"Cookie": f"{COOKIE}={console.token}", "Origin": console.origin}
+    options = "/console/webauthn/register/options"
+
+    assert (await console.http.post(options, headers=headers, json={})).status_code == 403
+    answer = await console.http.post(
+        options, headers=headers | {"X-CSRF-Token": csrf.group(1)}, json={}
+    )
+    assert answer.status_code == 200
+    challenge = answer.json()["challenge"]
+    assert answer.json()["rp"]["id"] == "127.0.0.1"
+
+    forged = await console.http.post(
+        "/console/webauthn/register",
+        headers=headers | {"X-CSRF-Token": csrf.group(1)},
+        json={"id": "x", "rawId": "x", "type": "public-key", "response": {}},
+    )
+    assert forged.status_code == 400
+    again = await console.http.post(
+        "/console/webauthn/register",
+        headers=headers | {"X-CSRF-Token": csrf.group(1)},
+        json={"id": "x", "rawId": "x", "type": "public-key", "response": {}},
+    )
+    assert again.status_code == 400, "the challenge was taken by the first answer"
+    assert await container.webauthn.credential_count(operator.id) == 0
+    assert challenge not in (await console.get("/console")).text

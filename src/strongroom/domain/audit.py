@@ -45,6 +45,7 @@ class AuditTag(StrEnum):
     OPERATOR_UNLOCK = "console:operator:unlock"
     OPERATOR_PASSWORD_CHANGE = "console:operator:password_change"  # noqa: S105 - a tag
     OPERATOR_TOTP_ENROL = "console:operator:totp_enrol"
+    OPERATOR_WEBAUTHN_REGISTER = "console:operator:webauthn_register"
     OPERATOR_SECOND_FACTOR = "console:operator:second_factor"
     OPERATOR_SESSION_REVOKE = "console:session:revoke"
     OPERATOR_SIGN_OUT = "console:session:sign_out"

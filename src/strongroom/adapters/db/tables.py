@@ -539,7 +539,26 @@ operator_sessions = Table(
     Column("revoked_at", UTCDateTime(), nullable=True),
     Column("ip", String(45), nullable=True),
     Column("user_agent", String(255), nullable=True),
+    # A WebAuthn ceremony under way in this session: its challenge (base64url) and when it was
+    # made. Taken (cleared) by the response that answers it, so it is answered once.
+    Column("webauthn_challenge", String(128), nullable=True),
+    Column("webauthn_challenge_at", UTCDateTime(), nullable=True),
     Index(None, "operator_id", "revoked_at"),
+)
+
+# Operators' WebAuthn credentials (security keys, platform authenticators): the public key and
+# the signature counter, keyed by the credential id the authenticator chose (base64url).
+operator_webauthn_credentials = Table(
+    "operator_webauthn_credentials",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("credential_id", String(1400), nullable=False, unique=True),
+    Column("public_key", Text, nullable=False),  # COSE, base64url
+    Column("sign_count", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Index(None, "operator_id"),
 )
 
 # Tokens for apps acting for an operator: short-lived access tokens and single-use refresh

@@ -1,6 +1,8 @@
-"""The operators' console pages: server-rendered HTML forms with no script at all, so the
-Content-Security-Policy allows none; the one stylesheet is inline and allowed by its hash.
-Every form that changes state carries the session's CSRF token in a hidden field."""
+"""The operators' console pages: server-rendered HTML forms. The only script is WEBAUTHN_SCRIPT,
+on the pages that use a security key, allowed by its hash; every other page's
+Content-Security-Policy allows no script at all. The one stylesheet is inline and allowed by its
+hash. Every form that changes state carries the session's CSRF token in a hidden field (the
+script sends it as X-CSRF-Token)."""
 
 from __future__ import annotations
 
@@ -40,15 +42,72 @@ _PAGE = """<!doctype html>
 <body><main><h1>{title}</h1>{body}</main></body></html>"""
 
 
-def page(title: str, body: str) -> str:
+# navigator.credentials with the JSON forms of the options and the credential (Chrome 129+,
+# Firefox 119+, Safari 18+); the server's `webauthn` library reads that JSON as it is.
+WEBAUTHN_SCRIPT = """
+(function () {
+  "use strict";
+  var box = document.getElementById("webauthn");
+  var button = document.getElementById("webauthn-start");
+  var status = document.getElementById("webauthn-status");
+  var mode = box.dataset.mode;
+  var base = "/console/webauthn/" + mode;
+
+  function post(path, body) {
+    return fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": box.dataset.csrf },
+      body: JSON.stringify(body || {}),
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) {
+          throw new Error((data.error && data.error.message) || "Refused.");
+        }
+        return data;
+      });
+    });
+  }
+
+  button.addEventListener("click", function () {
+    status.textContent = "Waiting for your security key…";
+    post(base + "/options")
+      .then(function (options) {
+        if (mode === "register") {
+          var create = PublicKeyCredential.parseCreationOptionsFromJSON(options);
+          return navigator.credentials.create({ publicKey: create });
+        }
+        var get = PublicKeyCredential.parseRequestOptionsFromJSON(options);
+        return navigator.credentials.get({ publicKey: get });
+      })
+      .then(function (credential) {
+        return post(base, credential.toJSON());
+      })
+      .then(function (answer) {
+        status.textContent = answer.message || "Done.";
+        if (answer.redirect) {
+          window.location.assign(answer.redirect);
+        }
+      })
+      .catch(function (error) {
+        status.textContent = error.message || "The security key did not answer.";
+      });
+  });
+})();
+"""
+
+
+def page(title: str, body: str, *, script: bool = False) -> str:
     """A whole page; `body` is markup the caller built with `esc`."""
-    return _PAGE.format(title=esc(title), style=STYLE, body=body)
+    tail = f"<script>{WEBAUTHN_SCRIPT}</script>" if script else ""
+    return _PAGE.format(title=esc(title), style=STYLE, body=body + tail)
 
 
-def headers() -> dict[str, str]:
+def headers(*, script: bool = False) -> dict[str, str]:
+    scripts = f"script-src {csp_hash(WEBAUTHN_SCRIPT)}; connect-src 'self'; " if script else ""
     return {
         "Content-Security-Policy": (
-            f"default-src 'none'; style-src {csp_hash(STYLE)}; form-action 'self'; "
+            f"default-src 'none'; {scripts}style-src {csp_hash(STYLE)}; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'"
         ),
         "Cache-Control": "no-store",
@@ -82,14 +141,30 @@ def sign_in(message: str | None = None) -> str:
     )
 
 
-def second_factor(csrf: str, message: str | None = None, then: str | None = None) -> str:
+def webauthn_box(mode: str, csrf: str, label: str) -> str:
+    """The button WEBAUTHN_SCRIPT drives: mode `register` or `authenticate`."""
+    return (
+        f'<div id="webauthn" data-mode="{esc(mode)}" data-csrf="{esc(csrf)}">'
+        f'<button type="button" id="webauthn-start">{esc(label)}</button>'
+        '<p id="webauthn-status" role="status" aria-live="polite"></p></div>'
+    )
+
+
+def second_factor(
+    csrf: str, message: str | None = None, then: str | None = None, *, keys: bool = False
+) -> str:
     after = f'<input type="hidden" name="next" value="{esc(then)}">' if then else ""
-    return error(message) + (
-        '<form method="post" action="/console/second-factor">'
-        f"{_csrf(csrf)}{after}"
-        '<label>Code from your authenticator app, or a recovery code <input name="code" '
-        'autocomplete="one-time-code" required></label>'
-        '<button type="submit">Continue</button></form>'
+    key = webauthn_box("authenticate", csrf, "Use a security key") if keys else ""
+    return (
+        error(message)
+        + key
+        + (
+            '<form method="post" action="/console/second-factor">'
+            f"{_csrf(csrf)}{after}"
+            '<label>Code from your authenticator app, or a recovery code <input name="code" '
+            'autocomplete="one-time-code" required></label>'
+            '<button type="submit">Continue</button></form>'
+        )
     )
 
 
@@ -140,6 +215,7 @@ def home(
         '<p><a href="/console/password">Change password</a></p>'
         + ('<p><a href="/console/operators">Operators</a></p>' if role == "owner" else "")
         + '<p><a href="/console/app-tokens">Tokens for apps</a></p>'
+        '<p><a href="/console/security-keys">Security keys</a></p>'
         + f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
         '<button type="submit">Sign out</button></form>'
     )
@@ -236,4 +312,14 @@ def app_tokens_made(access_token: str, refresh_token: str) -> str:
         f'<p>Access token: <code id="access-token">{esc(access_token)}</code></p>'
         f'<p>Refresh token: <code id="refresh-token">{esc(refresh_token)}</code></p>'
         '<p><a href="/console">Back</a></p>'
+    )
+
+
+def security_keys(count: int, csrf: str) -> str:
+    return (
+        f'<p id="key-count">Security keys: {count}.</p>'
+        "<p>A security key (or your device's own authenticator) can stand in for the code "
+        "from your app when you sign in.</p>"
+        + webauthn_box("register", csrf, "Add a security key")
+        + '<p><a href="/console">Back</a></p>'
     )

@@ -10,6 +10,7 @@ header), and every POST made with a session must carry the session's CSRF token;
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import parse_qs
 
@@ -43,8 +44,12 @@ class _Refused(Exception):
         self.ended = ended  # the session is gone: the browser may forget its cookie
 
 
-def _html(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(pages.page(title, body), status_code=status, headers=pages.headers())
+def _html(title: str, body: str, status: int = 200, *, script: bool = False) -> HTMLResponse:
+    return HTMLResponse(
+        pages.page(title, body, script=script),
+        status_code=status,
+        headers=pages.headers(script=script),
+    )
 
 
 def _refusal(exc: _Refused) -> HTMLResponse:
@@ -141,10 +146,12 @@ async def sign_in(request: Request, container: ContainerDep) -> Response:
 @router.get("/second-factor")
 async def second_factor_page(request: Request, container: ContainerDep) -> Response:
     try:
-        _, token = await _session(request, container, complete=False)
+        session, token = await _session(request, container, complete=False)
     except _Refused as exc:
         return _refusal(exc)
-    return _html("Second factor", pages.second_factor(container.sessions.csrf_token(token)))
+    keys = await container.webauthn.credential_count(session.operator_id) > 0
+    body = pages.second_factor(container.sessions.csrf_token(token), keys=keys)
+    return _html("Second factor", body, script=keys)
 
 
 @router.post("/second-factor")
@@ -412,3 +419,94 @@ async def create_app_tokens(request: Request, container: ContainerDep) -> Respon
         return _html("Second factor", body, 401)
     pair = await container.app_tokens.grant(session.operator_id)
     return _html("Tokens for apps", pages.app_tokens_made(pair.access_token, pair.refresh_token))
+
+
+# --- security keys (WebAuthn), driven by the page's script with JSON ---------------------------
+async def _json_request(
+    request: Request, container: Container, *, complete: bool
+) -> tuple[Session, str, str]:
+    """The session, its token and the raw JSON body of a script's POST: same Origin and the
+    CSRF token in X-CSRF-Token, or 403."""
+    if request.headers.get("origin") != origin_of(container.settings.public_url):
+        raise _Refused(403, "Refused", "")
+    session, token = await _session(request, container, complete=complete)
+    if not container.sessions.csrf_ok(token, request.headers.get("x-csrf-token")):
+        raise _Refused(403, "Refused", "")
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return session, token, body
+
+
+def _json(data: str, status: int = 200) -> Response:
+    return Response(
+        data, status_code=status, media_type="application/json", headers=pages.headers()
+    )
+
+
+def _json_refusal(exc: _Refused) -> Response:
+    message = "Refused." if exc.status == 403 else "Sign in again."
+    return _json(json.dumps({"error": {"message": message}}), exc.status)
+
+
+@router.get("/security-keys")
+async def security_keys_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, token = await _session(request, container)
+    except _Refused as exc:
+        return _refusal(exc)
+    count = await container.webauthn.credential_count(session.operator_id)
+    body = pages.security_keys(count, container.sessions.csrf_token(token))
+    return _html("Security keys", body, script=True)
+
+
+@router.post("/webauthn/register/options")
+async def register_options(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, _, _ = await _json_request(request, container, complete=True)
+    except _Refused as exc:
+        return _json_refusal(exc)
+    if not session.stepped_up(container.clock.now()):
+        message = "Sign in again with your second factor to add a key."
+        return _json(json.dumps({"error": {"message": message}}), 401)
+    operator = await container.operators.get(session.operator_id)
+    return _json(await container.webauthn.registration_options(session.id, operator))
+
+
+@router.post("/webauthn/register")
+async def register(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, _, body = await _json_request(request, container, complete=True)
+        operator = await container.operators.get(session.operator_id)
+        await container.webauthn.register(session.id, operator, body, origin=_origin(request))
+    except _Refused as exc:
+        return _json_refusal(exc)
+    except AuthenticationError as exc:
+        return _json(json.dumps({"error": {"message": exc.message}}), 400)
+    return _json(
+        json.dumps({"message": "Security key added.", "redirect": "/console/security-keys"})
+    )
+
+
+@router.post("/webauthn/authenticate/options")
+async def authenticate_options(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, _, _ = await _json_request(request, container, complete=False)
+    except _Refused as exc:
+        return _json_refusal(exc)
+    operator = await container.operators.get(session.operator_id)
+    return _json(await container.webauthn.authentication_options(session.id, operator))
+
+
+@router.post("/webauthn/authenticate")
+async def authenticate(request: Request, container: ContainerDep) -> Response:
+    try:
+        session, token, body = await _json_request(request, container, complete=False)
+        operator = await container.operators.get(session.operator_id)
+        await container.webauthn.authenticate(session.id, operator, body, origin=_origin(request))
+    except _Refused as exc:
+        return _json_refusal(exc)
+    except AuthenticationError as exc:
+        return _json(json.dumps({"error": {"message": exc.message}}), 401)
+    issued = await container.sessions.rotate(token, second_factor=True, origin=_origin(request))
+    response = _json(json.dumps({"message": "Signed in.", "redirect": "/console"}))
+    _set(response, issued.token)
+    return response

@@ -1,5 +1,5 @@
 """operators: the people who run a merchant's account, their earlier passwords' hashes, their
-TOTP seeds and recovery codes, their console sessions, their apps' tokens and invitations
+TOTP seeds and recovery codes, their console sessions, their apps' tokens, invitations and WebAuthn credentials
 
 Revision ID: 0009
 Revises: 0008
@@ -96,6 +96,8 @@ def upgrade() -> None:
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("ip", sa.String(length=45), nullable=True),
         sa.Column("user_agent", sa.String(length=255), nullable=True),
+        sa.Column("webauthn_challenge", sa.String(length=128), nullable=True),
+        sa.Column("webauthn_challenge_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["operator_id"],
             ["operators.id"],
@@ -160,9 +162,39 @@ def upgrade() -> None:
         ["merchant_id", "created_at"],
         unique=False,
     )
+    op.create_table(
+        "operator_webauthn_credentials",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("operator_id", Id, nullable=False),
+        sa.Column("credential_id", sa.String(length=1400), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("sign_count", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("last_used_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["operator_id"],
+            ["operators.id"],
+            name=op.f("fk_operator_webauthn_credentials_operator_id_operators"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_webauthn_credentials")),
+        sa.UniqueConstraint(
+            "credential_id", name=op.f("uq_operator_webauthn_credentials_credential_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_operator_webauthn_credentials_operator_id"),
+        "operator_webauthn_credentials",
+        ["operator_id"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_operator_webauthn_credentials_operator_id"),
+        table_name="operator_webauthn_credentials",
+    )
+    op.drop_table("operator_webauthn_credentials")
     op.drop_index(
         op.f("ix_operator_invitations_merchant_id_created_at"), table_name="operator_invitations"
     )
