@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import text
 
 from strongroom.bootstrap import Container
 from strongroom.domain.errors import AuthenticationError
@@ -428,3 +429,36 @@ async def test_security_key_calls_need_csrf_and_answer_each_challenge_once(
     assert again.status_code == 400, "the challenge was taken by the first answer"
     assert await container.webauthn.credential_count(operator.id) == 0
     assert challenge not in (await console.get("/console")).text
+
+
+async def test_an_owner_creates_an_api_key_after_a_recent_second_factor(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    made = await console.post("/console/api-keys", {"kind": "secret", "mode": "test"})
+    assert made.status_code == 200
+    key = re.search(r'id="api-key">(sk_test_[^<]+)<', made.text)
+    assert key
+    assert (await container.merchants.authenticate(key.group(1))).caller.merchant_id == (
+        operator.merchant_id
+    )
+    clock.advance(minutes=5, seconds=1)
+    await console.get("/console")
+    stale = await console.post("/console/api-keys", {"kind": "secret", "mode": "test"})
+    assert stale.status_code == 401, "more than 5 minutes since the second factor"
+    clock.advance(seconds=30)
+    await console.post(
+        "/console/second-factor",
+        {"code": pyotp.TOTP(secret).at(clock.now()), "next": "/console/api-keys"},
+    )
+    again = await console.post("/console/api-keys", {"kind": "publishable", "mode": "live"})
+    assert "pk_live_" in again.text
+
+    async with container.engines.write.connect() as conn:
+        actors = (
+            await conn.execute(
+                text("SELECT actor_type, actor_id FROM audit_events WHERE event_type = :t"),
+                {"t": "cli:api_key:create"},
+            )
+        ).all()
+    assert [tuple(a) for a in actors] == [("user", operator.id)] * 2

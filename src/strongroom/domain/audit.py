@@ -52,6 +52,7 @@ class AuditTag(StrEnum):
     OPERATOR_INVITE = "console:operator:invite"
     OPERATOR_INVITATION_ACCEPT = "console:operator:accept_invitation"
     OPERATOR_ROLE_CHANGE = "console:operator:role_change"
+    OPERATOR_TOKEN_GRANT = "console:operator_token:grant"  # noqa: S105 - a tag
     OPERATOR_TOKEN_REUSE = "api:operator_token:reuse"  # noqa: S105 - a tag
 
 

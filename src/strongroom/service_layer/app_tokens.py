@@ -60,10 +60,19 @@ class AppTokens:
         self.clock = clock
         self.audit = audit
 
-    async def grant(self, operator_id: str) -> TokenPair:
-        """A new family, for an operator who has just signed in with both factors."""
+    async def grant(self, operator_id: str, *, origin: Origin = NO_ORIGIN) -> TokenPair:
+        """A new family, for an operator who has just passed a second factor."""
         async with self.uow.transaction() as tx:
             pair = await self._pair(tx, operator_id, new_id("tfam"))
+            await tx.repo.add_audit_event(
+                self.audit.event(
+                    AuditTag.OPERATOR_TOKEN_GRANT,
+                    actor=Actor(ActorType.USER, operator_id),
+                    origin=origin,
+                    resource=("operator", operator_id),
+                    details={"family": pair.family_id},
+                )
+            )
             await tx.commit()
         return pair
 

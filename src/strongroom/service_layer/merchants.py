@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from strongroom.domain.audit import NO_ORIGIN, Actor, ActorType, AuditTag, Origin, Outcome
+from strongroom.domain.audit import (
+    NO_ORIGIN,
+    SYSTEM,
+    Actor,
+    ActorType,
+    AuditTag,
+    Origin,
+    Outcome,
+)
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError, ResourceMissing
 from strongroom.domain.ids import new_id
@@ -100,7 +108,17 @@ class Merchants:
         async with self.uow.reading() as repo:
             return await repo.find_merchant_by_name(name)
 
-    async def create_key(self, merchant_id: str, kind: KeyKind, *, livemode: bool) -> IssuedKey:
+    async def create_key(
+        self,
+        merchant_id: str,
+        kind: KeyKind,
+        *,
+        livemode: bool,
+        actor: Actor = SYSTEM,
+        origin: Origin = NO_ORIGIN,
+    ) -> IssuedKey:
+        """A new API key; its secret is in the answer only. `actor` is who asked: the CLI by
+        default, or an operator in the console."""
         mode = "live" if livemode else "test"
         secret = f"{_PREFIX[kind]}_{mode}_{secrets.token_urlsafe(32)}"
         issued = IssuedKey(
@@ -128,6 +146,8 @@ class Merchants:
             await tx.repo.add_audit_event(
                 self.audit.event(
                     AuditTag.API_KEY_CREATE,
+                    actor=actor,
+                    origin=origin,
                     merchant_id=merchant_id,
                     livemode=livemode,
                     resource=("api_key", issued.id),

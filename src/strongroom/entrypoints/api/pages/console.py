@@ -214,6 +214,7 @@ def home(
         f"</tr>{rows}</table>"
         '<p><a href="/console/password">Change password</a></p>'
         + ('<p><a href="/console/operators">Operators</a></p>' if role == "owner" else "")
+        + ('<p><a href="/console/api-keys">API keys</a></p>' if role == "owner" else "")
         + '<p><a href="/console/app-tokens">Tokens for apps</a></p>'
         '<p><a href="/console/security-keys">Security keys</a></p>'
         + f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
@@ -322,4 +323,26 @@ def security_keys(count: int, csrf: str) -> str:
         "from your app when you sign in.</p>"
         + webauthn_box("register", csrf, "Add a security key")
         + '<p><a href="/console">Back</a></p>'
+    )
+
+
+def api_keys(csrf: str, message: str | None = None) -> str:
+    return error(message) + (
+        "<p>A new API key for your servers. Creating one needs your second factor within the "
+        "last 5 minutes; the key is shown once.</p>"
+        f'<form method="post" action="/console/api-keys">{_csrf(csrf)}'
+        '<label>Kind <select name="kind"><option value="secret">secret (sk_)</option>'
+        '<option value="publishable">publishable (pk_)</option></select></label>'
+        '<label>Mode <select name="mode"><option value="test">test</option>'
+        '<option value="live">live</option></select></label>'
+        '<button type="submit">Create key</button></form>'
+        '<p><a href="/console">Back</a></p>'
+    )
+
+
+def api_key_made(key_id: str, secret: str) -> str:
+    return (
+        "<p>Copy this key now; it is not shown again.</p>"
+        f'<p>{esc(key_id)}: <code id="api-key">{esc(secret)}</code></p>'
+        '<p><a href="/console">Back</a></p>'
     )

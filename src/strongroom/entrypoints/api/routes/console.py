@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from strongroom.bootstrap import Container
-from strongroom.domain.audit import Origin
+from strongroom.domain.audit import Actor, ActorType, Origin
 from strongroom.domain.errors import (
     AuthenticationError,
     IllegalTransition,
@@ -30,6 +30,7 @@ from strongroom.entrypoints.api.deps import ContainerDep
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.pages import console as pages
 from strongroom.entrypoints.api.pages import origin_of
+from strongroom.service_layer.merchants import KeyKind
 from strongroom.service_layer.sessions import SESSION_EXPIRED, Session
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -417,7 +418,7 @@ async def create_app_tokens(request: Request, container: ContainerDep) -> Respon
         message = "Confirm it is you: enter your second factor again."
         body = pages.second_factor(csrf, message, "/console/app-tokens")
         return _html("Second factor", body, 401)
-    pair = await container.app_tokens.grant(session.operator_id)
+    pair = await container.app_tokens.grant(session.operator_id, origin=_origin(request))
     return _html("Tokens for apps", pages.app_tokens_made(pair.access_token, pair.refresh_token))
 
 
@@ -510,3 +511,39 @@ async def authenticate(request: Request, container: ContainerDep) -> Response:
     response = _json(json.dumps({"message": "Signed in.", "redirect": "/console"}))
     _set(response, issued.token)
     return response
+
+
+# --- API keys (owners only; a sensitive act: needs a second factor within 5 minutes) ---------
+@router.get("/api-keys")
+async def api_keys_page(request: Request, container: ContainerDep) -> Response:
+    try:
+        _, token = await _owner(request, container)
+    except _Refused as exc:
+        return _refusal(exc)
+    return _html("API keys", pages.api_keys(container.sessions.csrf_token(token)))
+
+
+@router.post("/api-keys")
+async def create_api_key(request: Request, container: ContainerDep) -> Response:
+    try:
+        form = await _form(request, container)
+        session, token = await _owner(request, container)
+        _check_csrf(container, token, form)
+    except _Refused as exc:
+        return _refusal(exc)
+    csrf = container.sessions.csrf_token(token)
+    if not session.stepped_up(container.clock.now()):
+        message = "Confirm it is you: enter your second factor again."
+        return _html("Second factor", pages.second_factor(csrf, message, "/console/api-keys"), 401)
+    kind, mode = form.get("kind"), form.get("mode")
+    if kind not in ("secret", "publishable") or mode not in ("test", "live"):
+        return _html("API keys", pages.api_keys(csrf, "Choose a kind and a mode."), 400)
+    operator = await container.operators.get(session.operator_id)
+    issued = await container.merchants.create_key(
+        operator.merchant_id,
+        KeyKind.SECRET if kind == "secret" else KeyKind.PUBLISHABLE,
+        livemode=mode == "live",
+        actor=Actor(ActorType.USER, operator.id),
+        origin=_origin(request),
+    )
+    return _html("API keys", pages.api_key_made(issued.id, issued.secret))
