@@ -13,15 +13,14 @@ from strongroom.adapters.db import tables as t
 from strongroom.bootstrap import Container
 from strongroom.domain.errors import AuthenticationError, InvalidRequest
 from strongroom.service_layer.app_tokens import INVALID_GRANT, AppTokens
-from strongroom.service_layer.operators import Operator, Operators
-from strongroom.service_layer.passwords import Argon2Parameters, Passwords
+from strongroom.service_layer.operators import Operator
+from tests.integration.operators_support import fast_operators
 from tests.support import FakeClock
 
 
 @pytest.fixture
 async def operator(container: Container, clock: FakeClock) -> Operator:
-    fast = Passwords(Argon2Parameters(time_cost=1, memory_kib=8, parallelism=1))
-    operators = Operators(container.uow, clock, fast, container.audit)
+    operators = fast_operators(container, clock)
     merchant = await container.merchants.create_merchant("Apps Ltd")
     return await operators.create(merchant.id, "app@example.com", "developer", "Gl4cier-kettle-77")
 

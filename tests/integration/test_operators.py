@@ -16,6 +16,7 @@ from strongroom.bootstrap import Container
 from strongroom.domain.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from strongroom.service_layer.operators import SIGN_IN_REFUSED, Operator, Operators
 from strongroom.service_layer.passwords import Argon2Parameters, Passwords
+from tests.integration.operators_support import fast_operators
 from tests.integration.test_cli import cli
 from tests.support import FakeClock
 
@@ -26,8 +27,7 @@ WRONG = "Wrong-but-long-enough-1"
 @pytest.fixture
 def operators(container: Container, clock: FakeClock) -> Operators:
     """The container's service with cheap argon2 parameters: these tests count attempts."""
-    fast = Passwords(Argon2Parameters(time_cost=1, memory_kib=8, parallelism=1))
-    return Operators(container.uow, clock, fast, container.audit)
+    return fast_operators(container, clock)
 
 
 @pytest.fixture

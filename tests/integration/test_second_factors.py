@@ -18,9 +18,9 @@ from strongroom.adapters.db import tables as t
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import Origin
 from strongroom.domain.errors import AuthenticationError, IllegalTransition
-from strongroom.service_layer.operators import Operator, Operators
-from strongroom.service_layer.passwords import Argon2Parameters, Passwords
+from strongroom.service_layer.operators import Operator
 from strongroom.service_layer.second_factors import SecondFactors
+from tests.integration.operators_support import fast_operators
 from tests.support import FakeClock
 
 PASSWORD = "Gl4cier-kettle-Orbit-77"
@@ -30,12 +30,7 @@ START = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)  # on a 30 s boundary
 @pytest.fixture
 def factors(container: Container, clock: FakeClock) -> SecondFactors:
     clock.current = START
-    operators = Operators(
-        container.uow,
-        clock,
-        Passwords(Argon2Parameters(time_cost=1, memory_kib=8, parallelism=1)),
-        container.audit,
-    )
+    operators = fast_operators(container, clock)
     return SecondFactors(
         container.uow, clock, container.envelope, operators, container.audit, code_key=b"k" * 32
     )

@@ -12,16 +12,15 @@ from sqlalchemy import select
 from strongroom.adapters.db import tables as t
 from strongroom.bootstrap import Container
 from strongroom.domain.errors import AuthenticationError, ResourceMissing
-from strongroom.service_layer.operators import Operator, Operators
-from strongroom.service_layer.passwords import Argon2Parameters, Passwords
+from strongroom.service_layer.operators import Operator
 from strongroom.service_layer.sessions import Sessions
+from tests.integration.operators_support import fast_operators
 from tests.support import FakeClock
 
 
 @pytest.fixture
 async def operator(container: Container, clock: FakeClock) -> Operator:
-    fast = Passwords(Argon2Parameters(time_cost=1, memory_kib=8, parallelism=1))
-    operators = Operators(container.uow, clock, fast, container.audit)
+    operators = fast_operators(container, clock)
     merchant = await container.merchants.create_merchant("Sessions Ltd")
     return await operators.create(merchant.id, "s@example.com", "admin", "Gl4cier-kettle-Orbit-77")
 

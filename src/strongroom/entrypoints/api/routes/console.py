@@ -113,9 +113,31 @@ async def _session(
     return session, token
 
 
-def _check_csrf(container: Container, token: str, form: dict[str, str]) -> None:
+async def _posted(
+    request: Request, container: Container, *, complete: bool = True, owner: bool = False
+) -> tuple[dict[str, str], Session, str]:
+    """A form POSTed with a session: its fields, the session and its token, once the Origin,
+    the session (complete, and an owner's, when asked) and the CSRF token all check out."""
+    form = await _form(request, container)
+    if owner:
+        session, token = await _owner(request, container)
+    else:
+        session, token = await _session(request, container, complete=complete)
     if not container.sessions.csrf_ok(token, form.get("csrf_token")):
         raise _Refused(403, "Refused", pages.error("The form has expired; reload the page."))
+    return form, session, token
+
+
+def _unless_stepped_up(
+    container: Container, session: Session, token: str, then: str
+) -> Response | None:
+    """The second-factor page (then back to `then`) when the session's second factor is more
+    than 5 minutes old: what sensitive acts require."""
+    if session.stepped_up(container.clock.now()):
+        return None
+    csrf = container.sessions.csrf_token(token)
+    message = "Confirm it is you: enter your second factor again."
+    return _html("Second factor", pages.second_factor(csrf, message, then), 401)
 
 
 # --- signing in ----------------------------------------------------------------------------------
@@ -158,9 +180,7 @@ async def second_factor_page(request: Request, container: ContainerDep) -> Respo
 @router.post("/second-factor")
 async def second_factor(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _session(request, container, complete=False)
-        _check_csrf(container, token, form)
+        form, session, token = await _posted(request, container, complete=False)
         await container.second_factors.verify(
             session.operator_id, form.get("code", ""), origin=_origin(request)
         )
@@ -197,9 +217,7 @@ async def totp_page(request: Request, container: ContainerDep) -> Response:
 @router.post("/totp")
 async def totp(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _session(request, container, complete=False)
-        _check_csrf(container, token, form)
+        form, session, token = await _posted(request, container, complete=False)
         codes = await container.second_factors.confirm_totp(
             session.operator_id, form.get("code", ""), origin=_origin(request)
         )
@@ -237,9 +255,7 @@ async def home(request: Request, container: ContainerDep) -> Response:
 @router.post("/sessions/{session_id}/revoke")
 async def revoke(session_id: str, request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _session(request, container)
-        _check_csrf(container, token, form)
+        _, session, _ = await _posted(request, container)
         await container.sessions.revoke(
             session.operator_id, session_id[:40], origin=_origin(request)
         )
@@ -253,9 +269,7 @@ async def revoke(session_id: str, request: Request, container: ContainerDep) -> 
 @router.post("/sign-out")
 async def sign_out(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _session(request, container, complete=False)
-        _check_csrf(container, token, form)
+        _, session, _ = await _posted(request, container, complete=False)
     except _Refused as exc:
         return _refusal(exc)
     await container.sessions.revoke(session.operator_id, session.id, origin=_origin(request))
@@ -276,9 +290,7 @@ async def password_page(request: Request, container: ContainerDep) -> Response:
 @router.post("/password")
 async def change_password(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _session(request, container)
-        _check_csrf(container, token, form)
+        form, session, token = await _posted(request, container)
         await container.operators.change_password(
             session.operator_id,
             form.get("current", ""),
@@ -352,9 +364,7 @@ async def operators_page(request: Request, container: ContainerDep) -> Response:
 @router.post("/operators/invite")
 async def invite(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _owner(request, container)
-        _check_csrf(container, token, form)
+        form, session, token = await _posted(request, container, owner=True)
         await container.invitations.invite(
             session.operator_id,
             form.get("email", ""),
@@ -375,9 +385,7 @@ async def manage(
     operator_id: str, action: str, request: Request, container: ContainerDep
 ) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _owner(request, container)
-        _check_csrf(container, token, form)
+        form, session, token = await _posted(request, container, owner=True)
         target = operator_id[:40]
         if action == "unlock":
             await container.operators.unlock(session.operator_id, target, origin=_origin(request))
@@ -408,16 +416,11 @@ async def app_tokens_page(request: Request, container: ContainerDep) -> Response
 @router.post("/app-tokens")
 async def create_app_tokens(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _session(request, container)
-        _check_csrf(container, token, form)
+        _, session, token = await _posted(request, container)
     except _Refused as exc:
         return _refusal(exc)
-    csrf = container.sessions.csrf_token(token)
-    if not session.stepped_up(container.clock.now()):
-        message = "Confirm it is you: enter your second factor again."
-        body = pages.second_factor(csrf, message, "/console/app-tokens")
-        return _html("Second factor", body, 401)
+    if (ask := _unless_stepped_up(container, session, token, "/console/app-tokens")) is not None:
+        return ask
     pair = await container.app_tokens.grant(session.operator_id, origin=_origin(request))
     return _html("Tokens for apps", pages.app_tokens_made(pair.access_token, pair.refresh_token))
 
@@ -526,17 +529,14 @@ async def api_keys_page(request: Request, container: ContainerDep) -> Response:
 @router.post("/api-keys")
 async def create_api_key(request: Request, container: ContainerDep) -> Response:
     try:
-        form = await _form(request, container)
-        session, token = await _owner(request, container)
-        _check_csrf(container, token, form)
+        form, session, token = await _posted(request, container, owner=True)
     except _Refused as exc:
         return _refusal(exc)
-    csrf = container.sessions.csrf_token(token)
-    if not session.stepped_up(container.clock.now()):
-        message = "Confirm it is you: enter your second factor again."
-        return _html("Second factor", pages.second_factor(csrf, message, "/console/api-keys"), 401)
+    if (ask := _unless_stepped_up(container, session, token, "/console/api-keys")) is not None:
+        return ask
     kind, mode = form.get("kind"), form.get("mode")
     if kind not in ("secret", "publishable") or mode not in ("test", "live"):
+        csrf = container.sessions.csrf_token(token)
         return _html("API keys", pages.api_keys(csrf, "Choose a kind and a mode."), 400)
     operator = await container.operators.get(session.operator_id)
     issued = await container.merchants.create_key(
