@@ -22,14 +22,12 @@ from strongroom.domain.audit import Origin
 from strongroom.domain.errors import AuthenticationError, RateLimited
 from strongroom.service_layer.login_throttle import BLOCK_AFTER, SLOW_AFTER, LoginThrottle
 from strongroom.service_layer.operators import Operators
-from strongroom.service_layer.passwords import Argon2Parameters
 from strongroom.service_layer.second_factors import SecondFactors
 from tests.integration.operators_support import fast_operators
 from tests.support import FakeClock, service_missing, unique_name
 
 PASSWORD = "Gl4cier-kettle-Orbit-77"
 REDIS = "redis://127.0.0.1:6379/0"
-FAST = Argon2Parameters(time_cost=1, memory_kib=8, parallelism=1)
 
 
 def operators_for(container: Container, clock: FakeClock, storage: Storage) -> Operators:
