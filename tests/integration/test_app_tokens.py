@@ -113,3 +113,14 @@ async def test_unknown_tokens_and_only_hashes_at_rest(
         dump = str((await conn.execute(select(t.operator_tokens))).all())
     assert pair.access_token not in dump
     assert pair.refresh_token not in dump
+
+
+async def test_a_family_ends_thirty_days_after_its_grant(
+    tokens: AppTokens, operator: Operator, clock: FakeClock
+) -> None:
+    pair = await tokens.grant(operator.id)
+    for _ in range(4):  # refreshed weekly, each refresh token well inside its 14 days
+        clock.advance(days=7)
+        pair = await tokens.refresh(pair.refresh_token)
+    clock.advance(days=2, seconds=1)  # 30 days and a second after the grant
+    await refused(tokens, pair.refresh_token)

@@ -22,7 +22,8 @@ from strongroom.bootstrap import Container
 from strongroom.domain.errors import AuthenticationError
 from strongroom.entrypoints.api.app import create_app
 from strongroom.entrypoints.api.pages import origin_of
-from strongroom.entrypoints.api.routes.console import COOKIE
+from strongroom.entrypoints.api.routes._console import COOKIE
+from strongroom.service_layer.commands import Caller, CreatePaymentIntent
 from strongroom.service_layer.operators import Operator
 from tests.support import FakeClock
 
@@ -462,3 +463,102 @@ async def test_an_owner_creates_an_api_key_after_a_recent_second_factor(
             )
         ).all()
     assert [tuple(a) for a in actors] == [("user", operator.id)] * 2
+
+
+async def test_a_password_change_is_no_second_factor(
+    console: Console, operator: Operator, clock: FakeClock
+) -> None:
+    """The new session after a password change keeps the sign-in's second-factor time: an
+    old one does not become fresh for sensitive acts."""
+    await enrol(console, clock)
+    clock.advance(minutes=6)
+    changed = await console.post(
+        "/console/password", {"current": PASSWORD, "new": "Brand-new-Passw0rd-a"}
+    )
+    assert changed.status_code == 303
+    stale = await console.post("/console/api-keys", {"kind": "secret", "mode": "test"})
+    assert stale.status_code == 401
+
+
+async def _stale(console: Console, clock: FakeClock) -> None:
+    """Six minutes on: the session lives, its second factor is too old for sensitive acts."""
+    clock.advance(minutes=6)
+    await console.get("/console")
+
+
+async def _step_up(console: Console, clock: FakeClock, secret: str, then: str) -> None:
+    clock.advance(seconds=30)
+    answer = await console.post(
+        "/console/second-factor", {"code": pyotp.TOTP(secret).at(clock.now()), "next": then}
+    )
+    assert answer.headers["location"] == then
+
+
+async def test_gateway_credentials_change_only_after_a_recent_second_factor(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    await _stale(console, clock)
+    stale = await console.post("/console/gateways", {"provider": "sandbox", "credentials": "{}"})
+    assert stale.status_code == 401
+    await _step_up(console, clock, secret, "/console/gateways")
+    added = await console.post("/console/gateways", {"provider": "sandbox", "credentials": "{}"})
+    assert added.status_code == 303
+    page = await console.get("/console/gateways")
+    [account] = re.findall(r"/console/gateways/(ga_[A-Za-z0-9]+)/remove", page.text)
+    bad = await console.post("/console/gateways", {"provider": "stripe", "credentials": "{"})
+    assert bad.status_code == 400
+    assert (await console.post(f"/console/gateways/{account}/remove", {})).status_code == 303
+    caller = Caller(merchant_id=operator.merchant_id, livemode=False)
+    assert await container.gateway_accounts.list(caller) == []
+    async with container.engines.write.connect() as conn:
+        actors = (
+            await conn.execute(
+                text("SELECT actor_type FROM audit_events WHERE event_type LIKE :t"),
+                {"t": "api:gateway_account:%"},
+            )
+        ).all()
+    assert [a.actor_type for a in actors] == ["user", "user"]
+
+
+async def test_exports_need_a_recent_second_factor(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    await _stale(console, clock)
+    assert (await console.post("/console/exports", {"report": "volume"})).status_code == 401
+    await _step_up(console, clock, secret, "/console/exports")
+    csv = await console.post("/console/exports", {"report": "volume"})
+    assert csv.status_code == 200
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.headers["content-disposition"] == 'attachment; filename="volume.csv"'
+    assert csv.text.splitlines()[0].startswith("day,")
+
+
+async def test_refunds_above_the_threshold_need_a_recent_second_factor(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    secret = await enrol(console, clock)
+    caller = Caller(merchant_id=operator.merchant_id, livemode=False)
+    pi = await container.payments.create_payment_intent(
+        caller,
+        CreatePaymentIntent(amount=50_000, currency="usd", payment_method="tok_visa", confirm=True),
+        None,
+    )
+    assert (await container.merchants.refund_step_up_amount(operator.merchant_id)) == 10_000
+    await _stale(console, clock)
+    small = await console.post(f"/console/payments/{pi.id}/refund", {"amount": "10000"})
+    assert small.status_code == 303, "at the threshold: no step-up"
+    large = await console.post(f"/console/payments/{pi.id}/refund", {"amount": "10001"})
+    assert large.status_code == 401
+    await _step_up(console, clock, secret, "/console/payments")
+    assert (
+        await console.post(f"/console/payments/{pi.id}/refund", {"amount": "10001"})
+    ).status_code == 303
+    refreshed = await container.payments.get_payment_intent(caller, pi.id)
+    assert refreshed.amount_refunded == 20_001
+
+    clerk = await container.operators.create(
+        operator.merchant_id, "support@example.com", "support", PASSWORD
+    )
+    assert clerk.role.value == "support"

@@ -239,3 +239,14 @@ async def test_an_unknown_and_a_known_account_take_the_same_time(container: Cont
         unknown_times.append(await timed("nobody@timing.example", 2 * n + 1))
     a, b = statistics.median(known_times), statistics.median(unknown_times)
     assert abs(a - b) / max(a, b) < 0.10, (a, b)
+
+
+async def test_attempts_without_an_address_share_a_budget_and_odd_ones_do_not_fail(
+    memory: Storage,
+) -> None:
+    throttle = LoginThrottle(memory)
+    for _ in range(20):
+        await throttle.admit(None)
+    with pytest.raises(RateLimited):
+        await throttle.admit(None)
+    await throttle.admit("testclient")  # not an IP address: its own budget, no network

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -16,7 +17,7 @@ from strongroom.bootstrap import Container
 from strongroom.domain.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from strongroom.service_layer.operators import SIGN_IN_REFUSED, Operator, Operators
 from strongroom.service_layer.passwords import Argon2Parameters, Passwords
-from tests.integration.operators_support import fast_operators
+from tests.integration.operators_support import FAST, fast_operators
 from tests.integration.test_cli import cli
 from tests.support import FakeClock
 
@@ -211,3 +212,53 @@ async def test_the_cli_creates_the_first_owner(container: Container, database_ur
     weak = cli(database_url, *args[:-1], "second@example.com", stdin="password1234\npassword1234\n")
     assert weak.returncode != 0
     assert "most common" in weak.stderr
+
+
+async def test_wrong_current_passwords_count_towards_the_lock(
+    operators: Operators, owner: Operator
+) -> None:
+    for _ in range(10):
+        with pytest.raises(AuthenticationError):
+            await operators.change_password(owner.id, WRONG, "Brand-new-Passw0rd-a")
+    with pytest.raises(AuthenticationError):
+        await operators.sign_in(owner.email, PASSWORD)
+    with pytest.raises(AuthenticationError):
+        await operators.change_password(owner.id, PASSWORD, "Brand-new-Passw0rd-a")
+
+
+async def test_a_sign_in_that_races_a_lock_is_refused(
+    container: Container, clock: FakeClock, owner: Operator
+) -> None:
+    """Racing failures lock the account while this sign-in's (right) password is being
+    checked: the success must not clear the lock."""
+
+    class Racing(Passwords):
+        async def verify_async(self, stored: str | None, password: str) -> bool:
+            right = await super().verify_async(stored, password)
+            async with container.engines.write.begin() as conn:
+                await conn.execute(
+                    t.operators.update().values(locked_until=clock.now() + timedelta(minutes=30))
+                )
+            return right
+
+    racing = Operators(container.uow, clock, Racing(FAST), container.audit)
+    with pytest.raises(AuthenticationError):
+        await racing.sign_in(owner.email, PASSWORD)
+    assert (await racing.get(owner.id)).locked_at(clock.now())
+
+
+async def test_a_password_or_role_change_ends_that_operators_app_tokens(
+    container: Container, operators: Operators, owner: Operator
+) -> None:
+    clerk = await operators.create(owner.merchant_id, "c@example.com", "support", PASSWORD)
+    tokens = container.app_tokens
+
+    owners, clerks = await tokens.grant(owner.id), await tokens.grant(clerk.id)
+    await operators.change_password(owner.id, PASSWORD, "Brand-new-Passw0rd-a")
+    with pytest.raises(AuthenticationError):
+        await tokens.authenticate(owners.access_token)
+    assert await tokens.authenticate(clerks.access_token) == clerk.id
+
+    await operators.change_role(owner.id, clerk.id, "viewer")
+    with pytest.raises(AuthenticationError):
+        await tokens.authenticate(clerks.access_token)

@@ -163,3 +163,54 @@ async def test_nothing_passes_before_enrolment_is_confirmed(
     enrolment = await factors.begin_totp(operator.id)
     with pytest.raises(AuthenticationError):
         await factors.verify(operator.id, code_at(enrolment.secret, START))
+
+
+async def test_five_wrong_answers_lock_the_account_and_end_its_sessions_and_tokens(
+    container: Container, factors: SecondFactors, operator: Operator, clock: FakeClock
+) -> None:
+    secret, _ = await enrolled(factors, operator)
+    session = await container.sessions.start(operator.id)
+    tokens = await container.app_tokens.grant(operator.id)
+    for _ in range(4):
+        with pytest.raises(AuthenticationError):
+            await factors.verify(operator.id, "000000")
+    clock.advance(seconds=30)
+    await factors.verify(operator.id, code_at(secret, clock.now()))  # a success resets the count
+    for _ in range(5):
+        with pytest.raises(AuthenticationError):
+            await factors.verify(operator.id, "000000")
+    locked = await factors.operators.get(operator.id)
+    assert locked.locked_at(clock.now())
+    with pytest.raises(AuthenticationError):
+        await container.sessions.authenticate(session.token)
+    with pytest.raises(AuthenticationError):
+        await container.app_tokens.authenticate(tokens.access_token)
+    with pytest.raises(AuthenticationError):
+        await factors.operators.sign_in(operator.email, PASSWORD)
+
+
+async def test_a_seed_replaced_during_confirmation_is_not_put_in_force(
+    container: Container, factors: SecondFactors, operator: Operator
+) -> None:
+    """Another tab starts a new enrolment between this one's read and its write: the code was
+    checked against the old seed, so nothing is confirmed."""
+    first = await factors.begin_totp(operator.id)
+
+    class Raced(SecondFactors):
+        async def _totp_state(self, operator: Operator) -> Any:
+            state = await super()._totp_state(operator)
+            await factors.begin_totp(operator.id)  # the other tab
+            return state
+
+    raced = Raced(
+        container.uow,
+        factors.clock,
+        container.envelope,
+        factors.operators,
+        container.audit,
+        code_key=b"k" * 32,
+    )
+    with pytest.raises(IllegalTransition):
+        await raced.confirm_totp(operator.id, code_at(first.secret, START))
+    assert not await factors.enrolled(operator.id)
+    assert await factors.recovery_codes_left(operator.id) == 0

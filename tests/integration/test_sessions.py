@@ -91,14 +91,25 @@ async def test_racing_rotations_leave_one_session(sessions: Sessions, operator: 
     assert len(await sessions.list(operator.id)) == 1
 
 
-async def test_a_password_change_ends_every_session(sessions: Sessions, operator: Operator) -> None:
+async def test_a_password_change_ends_every_session_and_restart_keeps_the_sign_ins_limits(
+    container: Container, sessions: Sessions, operator: Operator, clock: FakeClock
+) -> None:
     laptop = await sessions.start(operator.id)
+    laptop = await sessions.rotate(laptop.token, second_factor=True)
     phone = await sessions.start(operator.id)
-    fresh = await sessions.restart(operator.id)
+    clock.advance(minutes=6)
+    current = await sessions.authenticate(laptop.token)
+    await fast_operators(container, clock).change_password(
+        operator.id, "Gl4cier-kettle-Orbit-77", "Brand-new-Passw0rd-a"
+    )
+    fresh = await sessions.restart(current)
     for old in (laptop, phone):
         with pytest.raises(AuthenticationError):
             await sessions.authenticate(old.token)
-    assert (await sessions.authenticate(fresh.token)).complete
+    kept = await sessions.authenticate(fresh.token)
+    assert kept.created_at == current.created_at, "the 12 hours still count from sign-in"
+    assert kept.second_factor_at == current.second_factor_at
+    assert not kept.stepped_up(clock.now()), "a password change is no second factor"
     assert [s.id for s in await sessions.list(operator.id)] == [fresh.session.id]
 
 

@@ -49,6 +49,8 @@ class AuditTag(StrEnum):
     OPERATOR_SECOND_FACTOR = "console:operator:second_factor"
     OPERATOR_SESSION_REVOKE = "console:session:revoke"
     OPERATOR_SIGN_OUT = "console:session:sign_out"
+    MERCHANT_REFUND_STEP_UP_UPDATE = "console:merchant:refund_step_up"
+    REPORT_EXPORT = "console:report:export"
     OPERATOR_INVITE = "console:operator:invite"
     OPERATOR_INVITATION_ACCEPT = "console:operator:accept_invitation"
     OPERATOR_ROLE_CHANGE = "console:operator:role_change"

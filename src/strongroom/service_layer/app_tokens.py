@@ -2,7 +2,8 @@
 a refresh token that can be exchanged once for a new pair, as RFC 9700 section 4.14 describes
 refresh token rotation.
 
-Each grant (made after a full sign-in: password and second factor) starts a family. Exchanging
+Each grant (made after a recent second factor) starts a family, which ends 30 days later
+whatever its refreshes. Exchanging
 the family's current refresh token marks it used and issues the next pair; presenting a used
 refresh token again means it was copied, so the whole family is revoked, the newer tokens
 included, and the answer is `invalid_grant`. Tokens are 256-bit random strings stored only as
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select, update
@@ -30,6 +31,7 @@ from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 _k = t.operator_tokens
 ACCESS_LIFETIME = timedelta(minutes=10)
 REFRESH_LIFETIME = timedelta(days=14)
+FAMILY_LIFETIME = timedelta(days=30)  # a grant's refreshes end then: sign in and grant again
 INVALID_GRANT = "invalid_grant"
 
 
@@ -63,7 +65,8 @@ class AppTokens:
     async def grant(self, operator_id: str, *, origin: Origin = NO_ORIGIN) -> TokenPair:
         """A new family, for an operator who has just passed a second factor."""
         async with self.uow.transaction() as tx:
-            pair = await self._pair(tx, operator_id, new_id("tfam"))
+            ends = self.clock.now() + FAMILY_LIFETIME
+            pair = await self._pair(tx, operator_id, new_id("tfam"), ends)
             await tx.repo.add_audit_event(
                 self.audit.event(
                     AuditTag.OPERATOR_TOKEN_GRANT,
@@ -91,13 +94,15 @@ class AppTokens:
             ).first()
             if row is None or row.revoked_at is not None or row.expires_at <= now:
                 raise _invalid_grant()
+            if row.family_expires_at <= now:
+                raise _invalid_grant()
             # Conditional on unused: of two racing exchanges of one token, one wins and the
             # other is a reuse.
             taken = await conn.execute(
                 update(_k).where(_k.c.id == row.id, _k.c.used_at.is_(None)).values(used_at=now)
             )
             if taken.rowcount == 1:
-                pair = await self._pair(tx, row.operator_id, row.family_id)
+                pair = await self._pair(tx, row.operator_id, row.family_id, row.family_expires_at)
                 await tx.commit()
                 return pair
             await conn.execute(
@@ -134,7 +139,9 @@ class AppTokens:
         operator_id: str = row.operator_id
         return operator_id
 
-    async def _pair(self, tx: Transaction, operator_id: str, family_id: str) -> TokenPair:
+    async def _pair(
+        self, tx: Transaction, operator_id: str, family_id: str, family_ends: datetime
+    ) -> TokenPair:
         now = self.clock.now()
         tokens = {kind: secrets.token_urlsafe(32) for kind in Kind}
         lifetimes = {Kind.ACCESS: ACCESS_LIFETIME, Kind.REFRESH: REFRESH_LIFETIME}
@@ -148,9 +155,10 @@ class AppTokens:
                     "family_id": family_id,
                     "operator_id": operator_id,
                     "created_at": now,
-                    "expires_at": now + lifetimes[kind],
+                    "expires_at": min(now + lifetimes[kind], family_ends),
                     "used_at": None,
                     "revoked_at": None,
+                    "family_expires_at": family_ends,
                 }
                 for kind, token in tokens.items()
             ],

@@ -96,8 +96,7 @@ class AuditLog:
     ) -> AuditEvent:
         return self.event(
             tag,
-            # Every API request's caller names its key; one without is the CLI on the host.
-            actor=Actor(ActorType.API_KEY, caller.key_id) if caller.key_id else SYSTEM,
+            actor=_actor(caller),
             outcome=outcome,
             merchant_id=caller.merchant_id,
             livemode=caller.livemode,
@@ -204,3 +203,13 @@ class AuditLog:
         await self.record_alone(
             self.by_caller(caller, AuditTag.AUDIT_LOG_READ, details={"read": what})
         )
+
+
+def _actor(caller: Caller) -> Actor:
+    """An operator in the console, else the API key of the request; a caller with neither is
+    the CLI on the host."""
+    if caller.operator_id is not None:
+        return Actor(ActorType.USER, caller.operator_id)
+    if caller.key_id is not None:
+        return Actor(ActorType.API_KEY, caller.key_id)
+    return SYSTEM

@@ -11,12 +11,14 @@ from strongroom.domain.model import CaptureMethod
 @dataclass(frozen=True)
 class Caller:
     """Who is asking: the merchant a key belongs to, and whether it is a live key; plus, for the
-    audit log, which key it was and where the request came from."""
+    audit log, which key it was (or which operator, in the console) and where the request came
+    from."""
 
     merchant_id: str
     livemode: bool
     key_id: str | None = None
     origin: Origin = NO_ORIGIN
+    operator_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from strongroom.service_layer.operators import (
 from strongroom.service_layer.unit_of_work import UnitOfWork
 
 _i = t.operator_invitations
-_o = t.operators
 LIFETIME = timedelta(hours=24)
 LINK_INVALID = "This invitation link is invalid, used or expired; ask for a new one."
 
@@ -87,8 +86,8 @@ class Invitations:
         invitation = Invitation(new_id("inv"), inviter.merchant_id, address, kind, now + LIFETIME)
         async with self.uow.transaction() as tx:
             conn = tx.repo.conn
-            if (await conn.execute(select(_o.c.id).where(_o.c.email == address))).first():
-                raise InvalidRequest("An operator with this email already exists.", param="email")
+            # Sent whether or not the address already has an account (at this merchant or
+            # another): what an owner sees must not say which. Accepting refuses a taken one.
             await conn.execute(
                 _i.insert().values(
                     id=invitation.id,

@@ -35,9 +35,15 @@ BLOCK_AFTER = 20
 REFUSED = "Too many sign-in attempts from your network; try again later."
 
 
-def network_of(address: str) -> str:
-    """The /24 of an IPv4 address, the /56 of an IPv6 one."""
-    ip = ip_address(address)
+UNKNOWN = "unknown"  # requests with no client address share one budget
+
+
+def network_of(address: str) -> str | None:
+    """The /24 of an IPv4 address, the /56 of an IPv6 one; None for what is not an address."""
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return None
     prefix = 24 if ip.version == 4 else 56
     return str(ip_network(f"{ip}/{prefix}", strict=False))
 
@@ -47,27 +53,25 @@ class LoginThrottle:
         self.limiter = MovingWindowRateLimiter(storage)
 
     async def admit(self, address: str | None) -> None:
-        """Count an attempt from `address`, or raise RateLimited. No address (the CLI, a
-        test without one): nothing to count."""
-        if address is None:
-            return
+        """Count an attempt from `address`, or raise RateLimited. Attempts with no address
+        (a unix socket, say) share one budget."""
+        address = address or UNKNOWN
         accounts = await self._accounts_tried(address)
         if accounts >= BLOCK_AFTER:
             wait = await self._wait(ACCOUNTS_PER_HOUR, "accounts", address)
             raise RateLimited(REFUSED, retry_after=wait)
         if accounts >= SLOW_AFTER and not await self.limiter.hit(SLOWED, "slow", address):
             raise RateLimited(REFUSED, retry_after=await self._wait(SLOWED, "slow", address))
-        for item, key in (
-            (PER_ADDRESS, ("ip", address)),
-            (PER_NETWORK, ("net", network_of(address))),
-        ):
+        windows = [(PER_ADDRESS, ("ip", address))]
+        if (network := network_of(address)) is not None:
+            windows.append((PER_NETWORK, ("net", network)))
+        for item, key in windows:
             if not await self.limiter.hit(item, *key):
                 raise RateLimited(REFUSED, retry_after=await self._wait(item, *key))
 
     async def failed(self, address: str | None, email: str) -> None:
         """A wrong password from `address` for `email` (known or not)."""
-        if address is None:
-            return
+        address = address or UNKNOWN
         named = hashlib.sha256(email.encode()).hexdigest()[:32]
         if await self.limiter.hit(PAIR_PER_HOUR, "pair", address, named):
             await self.limiter.hit(ACCOUNTS_PER_HOUR, "accounts", address)

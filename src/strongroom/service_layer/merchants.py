@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from sqlalchemy import select, update
+
+from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import (
     NO_ORIGIN,
     SYSTEM,
@@ -21,7 +24,7 @@ from strongroom.domain.audit import (
     Outcome,
 )
 from strongroom.domain.clock import Clock
-from strongroom.domain.errors import AuthenticationError, ResourceMissing
+from strongroom.domain.errors import AuthenticationError, InvalidRequest, ResourceMissing
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import LegalEntity, Merchant
 from strongroom.service_layer.audit import AuditLog
@@ -107,6 +110,41 @@ class Merchants:
     async def find_by_name(self, name: str) -> Merchant | None:
         async with self.uow.reading() as repo:
             return await repo.find_merchant_by_name(name)
+
+    async def refund_step_up_amount(self, merchant_id: str) -> int:
+        """Operators' refunds above this (minor units) need a recent second factor."""
+        merchants = t.merchants
+        async with self.uow.reading() as repo:
+            amount = await repo.conn.execute(
+                select(merchants.c.refund_step_up_amount).where(merchants.c.id == merchant_id)
+            )
+            return int(amount.scalar_one())
+
+    async def set_refund_step_up_amount(
+        self, merchant_id: str, amount: int, *, actor: Actor, origin: Origin = NO_ORIGIN
+    ) -> None:
+        if not 0 <= amount <= 10**12:
+            raise InvalidRequest(
+                "The threshold must be a whole number of minor units, 0 or more.", param="amount"
+            )
+        merchants = t.merchants
+        async with self.uow.transaction() as tx:
+            await tx.repo.conn.execute(
+                update(merchants)
+                .where(merchants.c.id == merchant_id)
+                .values(refund_step_up_amount=amount)
+            )
+            await tx.repo.add_audit_event(
+                self.audit.event(
+                    AuditTag.MERCHANT_REFUND_STEP_UP_UPDATE,
+                    actor=actor,
+                    origin=origin,
+                    merchant_id=merchant_id,
+                    resource=("merchant", merchant_id),
+                    details={"amount": amount},
+                )
+            )
+            await tx.commit()
 
     async def create_key(
         self,

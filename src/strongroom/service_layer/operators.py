@@ -17,6 +17,7 @@ sign-ins cannot lose a failure.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -54,6 +55,7 @@ _o = t.operators
 _h = t.operator_password_history
 MAX_EMAIL = 254
 SIGN_IN_REFUSED = "Incorrect email or password."
+WRONG_CURRENT = "The current password is not correct."
 
 
 class Role(StrEnum):
@@ -231,12 +233,7 @@ class Operators:
             await conn.execute(
                 update(_o).where(_o.c.id == target.id).values(role=kind.value, updated_at=now)
             )
-            sessions = t.operator_sessions
-            await conn.execute(
-                update(sessions)
-                .where(sessions.c.operator_id == target.id, sessions.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            await end_access(conn, target.id, now)
             await tx.repo.add_audit_event(
                 self._event(
                     target,
@@ -275,16 +272,38 @@ class Operators:
             await self._refused(operator, "locked", origin)
         if not matches:
             await self._count_failure(operator, now, origin)
+        values: dict[str, Any] = {"failed_sign_ins": 0, "locked_until": None, "updated_at": now}
+        if self.passwords.needs_rehash(row.password_hash):
+            values["password_hash"] = await self.passwords.hash_async(password)
         async with self.uow.transaction() as tx:
-            values: dict[str, Any] = {"failed_sign_ins": 0, "locked_until": None, "updated_at": now}
-            if self.passwords.needs_rehash(row.password_hash):
-                values["password_hash"] = await self.passwords.hash_async(password)
-            await tx.repo.conn.execute(update(_o).where(_o.c.id == operator.id).values(**values))
-            await tx.repo.add_audit_event(self._event(operator, AuditTag.OPERATOR_SIGN_IN, origin))
-            await tx.commit()
+            # Conditional on what was verified: a lock set meanwhile by racing failures, or a
+            # password changed meanwhile, refuses this sign-in instead of being undone by it.
+            done = await tx.repo.conn.execute(
+                update(_o)
+                .where(
+                    _o.c.id == operator.id,
+                    _o.c.password_hash == row.password_hash,
+                    _o.c.locked_until.is_(None) | (_o.c.locked_until <= now),
+                )
+                .values(**values)
+            )
+            if done.rowcount == 1:
+                signed_in = self._event(operator, AuditTag.OPERATOR_SIGN_IN, origin)
+                await tx.repo.add_audit_event(signed_in)
+                await tx.commit()
+        if done.rowcount != 1:
+            await self._refused(operator, "locked", origin)
         return await self.get(operator.id)
 
-    async def _count_failure(self, operator: Operator, now: datetime, origin: Origin) -> NoReturn:
+    async def _count_failure(
+        self,
+        operator: Operator,
+        now: datetime,
+        origin: Origin,
+        *,
+        tag: AuditTag = AuditTag.OPERATOR_SIGN_IN,
+        message: str = SIGN_IN_REFUSED,
+    ) -> NoReturn:
         """One more failure in a row (restarting the count if an earlier lock has run out);
         the one that reaches the limit locks the account. Always raises."""
         expired = _o.c.locked_until.is_not(None) & (_o.c.locked_until <= now)
@@ -310,7 +329,7 @@ class Operators:
                 )
             details = {"reason": "wrong_password", "failures": count}
             await tx.repo.add_audit_event(
-                self._event(operator, AuditTag.OPERATOR_SIGN_IN, origin, Outcome.FAILURE, details)
+                self._event(operator, tag, origin, Outcome.FAILURE, details)
             )
             if locks:
                 minutes = self.lockout.total_seconds() / 60
@@ -320,7 +339,7 @@ class Operators:
                     )
                 )
             await tx.commit()
-        raise AuthenticationError(SIGN_IN_REFUSED)
+        raise AuthenticationError(message)
 
     async def _refused(
         self, operator: Operator | None, reason: str, origin: Origin, *, subject: str | None = None
@@ -382,16 +401,17 @@ class Operators:
                 raise ResourceMissing(f"No such operator: '{operator_id}'", param="operator")
             earlier = await _earlier_hashes(repo.conn, operator_id, HISTORY - 1)
         operator = _operator(row)
-        if not await self.passwords.verify_async(row.password_hash, current):
-            details = {"reason": "wrong_password"}
-            await self.audit.record_alone(
-                self._event(
-                    operator, AuditTag.OPERATOR_PASSWORD_CHANGE, origin, Outcome.FAILURE, details
-                )
+        matches = await self.passwords.verify_async(row.password_hash, current)
+        now = self.clock.now()
+        if operator.locked_at(now):
+            raise AuthenticationError(WRONG_CURRENT)
+        if not matches:
+            # A wrong guess here counts towards the lock as at sign-in.
+            await self._count_failure(
+                operator, now, origin, tag=AuditTag.OPERATOR_PASSWORD_CHANGE, message=WRONG_CURRENT
             )
-            raise AuthenticationError("The current password is not correct.")
         self.passwords.check(new, email=operator.email)
-        self.passwords.check_history(new, [row.password_hash, *earlier])
+        await asyncio.to_thread(self.passwords.check_history, new, [row.password_hash, *earlier])
         hashed = await self.passwords.hash_async(new)
         now = self.clock.now()
         async with self.uow.transaction() as tx:
@@ -409,6 +429,7 @@ class Operators:
                 )
             )
             await _prune_history(conn, operator.id, HISTORY - 1)
+            await end_access(conn, operator.id, now)  # every session and app token
             await tx.repo.add_audit_event(
                 self._event(operator, AuditTag.OPERATOR_PASSWORD_CHANGE, origin)
             )
@@ -456,3 +477,19 @@ async def _prune_history(conn: AsyncConnection, operator_id: str, keep: int) -> 
         .scalar_subquery()
     )
     await conn.execute(delete(_h).where(_h.c.operator_id == operator_id, _h.c.id.not_in(newest)))
+
+
+async def end_access(conn: AsyncConnection, operator_id: str, now: datetime) -> None:
+    """End every console session and every app token family of an operator (a password or
+    role change, or a locked account): the next request with any of them is refused."""
+    sessions, tokens = t.operator_sessions, t.operator_tokens
+    await conn.execute(
+        update(sessions)
+        .where(sessions.c.operator_id == operator_id, sessions.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await conn.execute(
+        update(tokens)
+        .where(tokens.c.operator_id == operator_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )

@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 
 from strongroom.adapters.db import tables as t
 from strongroom.adapters.kms.envelope import Binding, Envelope
+from strongroom.adapters.kms.sealed import SealedValue
 from strongroom.domain.audit import (
     NO_ORIGIN,
     Actor,
@@ -37,8 +38,8 @@ from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError, IllegalTransition
 from strongroom.domain.events import EventType
 from strongroom.service_layer.audit import AuditLog
-from strongroom.service_layer.operators import Operator, Operators
-from strongroom.service_layer.unit_of_work import UnitOfWork
+from strongroom.service_layer.operators import Operator, Operators, end_access
+from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 _o = t.operators
 _r = t.operator_recovery_codes
@@ -46,6 +47,7 @@ ISSUER = "Strongroom"
 STEP_SECONDS = 30
 DRIFT_STEPS = 1
 RECOVERY_CODES = 10
+MAX_FAILURES = 5  # wrong second factors in a row before the account locks
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 SECOND_FACTOR_REFUSED = "The code is not correct."
 
@@ -54,6 +56,14 @@ SECOND_FACTOR_REFUSED = "The code is not correct."
 class TotpEnrolment:
     secret: str  # base32, for typing in by hand
     uri: str  # otpauth://totp/…, for a QR code
+
+
+@dataclass(frozen=True)
+class _TotpState:
+    sealed: SealedValue | None  # as stored: what a conditional update compares
+    seed: str | None
+    confirmed: bool
+    last_step: int | None
 
 
 def _binding(operator: Operator) -> Binding:
@@ -106,7 +116,8 @@ class SecondFactors:
     ) -> list[str]:
         """Put the pending seed in force with a right code; returns the recovery codes."""
         operator = await self.operators.get(operator_id)
-        seed, confirmed, last_step = await self._totp_state(operator)
+        state = await self._totp_state(operator)
+        seed, confirmed, last_step = state.seed, state.confirmed, state.last_step
         if seed is None or confirmed:
             raise IllegalTransition("There is no TOTP enrolment waiting.", status="none")
         step = self._matching_step(seed, code, last_step)
@@ -116,11 +127,19 @@ class SecondFactors:
         now = self.clock.now()
         async with self.uow.transaction() as tx:
             conn = tx.repo.conn
-            await conn.execute(
+            # Conditional on the seed whose code was checked, still pending: a seed replaced
+            # meanwhile (another tab) or a racing confirmation changes nothing.
+            confirmed_now = await conn.execute(
                 update(_o)
-                .where(_o.c.id == operator.id)
+                .where(
+                    _o.c.id == operator.id,
+                    _o.c.totp_confirmed_at.is_(None),
+                    _o.c.totp_seed == state.sealed,
+                )
                 .values(totp_confirmed_at=now, totp_last_step=step, updated_at=now)
             )
+            if confirmed_now.rowcount != 1:
+                raise IllegalTransition("There is no TOTP enrolment waiting.", status="none")
             await conn.execute(_r.delete().where(_r.c.operator_id == operator.id))
             await conn.execute(
                 _r.insert(),
@@ -138,9 +157,12 @@ class SecondFactors:
     # --- the second step of signing in ------------------------------------------------------------
     async def verify(self, operator_id: str, code: str, *, origin: Origin = NO_ORIGIN) -> None:
         """Returns when `code` is a TOTP code not used before or an unused recovery code;
-        otherwise audits, emits the event and raises AuthenticationError."""
+        otherwise audits, emits the event and raises AuthenticationError. The fifth wrong
+        answer in a row locks the account (as ten wrong passwords do) and ends every session
+        and app token of the operator, so codes cannot be guessed at leisure."""
         operator = await self.operators.get(operator_id)
-        seed, confirmed, last_step = await self._totp_state(operator)
+        state = await self._totp_state(operator)
+        seed, confirmed, last_step = state.seed, state.confirmed, state.last_step
         typed = code.strip().replace(" ", "").replace("-", "").lower()
         now = self.clock.now()
         async with self.uow.transaction() as tx:
@@ -174,16 +196,15 @@ class SecondFactors:
             kind = "totp" if step is not None else "recovery_code"
             if used == 1:
                 details = {"factor": kind}
+                await conn.execute(
+                    update(_o).where(_o.c.id == operator.id).values(second_factor_failures=0)
+                )
                 await tx.repo.add_audit_event(
                     self._event(operator, AuditTag.OPERATOR_SECOND_FACTOR, origin, details=details)
                 )
                 await tx.commit()
                 return
-            await tx.repo.add_audit_event(
-                self._event(
-                    operator, AuditTag.OPERATOR_SECOND_FACTOR, origin, outcome=Outcome.FAILURE
-                )
-            )
+            await self._count_failure(tx, operator, now, origin)
             tx.emit(
                 EventType.OPERATOR_SECOND_FACTOR_FAILED,
                 merchant_id=operator.merchant_id,
@@ -207,6 +228,41 @@ class SecondFactors:
             )
             return confirmed.scalar_one_or_none() is not None
 
+    async def _count_failure(
+        self, tx: Transaction, operator: Operator, now: datetime, origin: Origin
+    ) -> None:
+        conn = tx.repo.conn
+        failures = (
+            await conn.execute(
+                update(_o)
+                .where(_o.c.id == operator.id)
+                .values(second_factor_failures=_o.c.second_factor_failures + 1)
+                .returning(_o.c.second_factor_failures)
+            )
+        ).scalar_one()
+        details = {"failures": str(failures)}
+        await tx.repo.add_audit_event(
+            self._event(
+                operator,
+                AuditTag.OPERATOR_SECOND_FACTOR,
+                origin,
+                outcome=Outcome.FAILURE,
+                details=details,
+            )
+        )
+        if failures >= MAX_FAILURES:
+            await conn.execute(
+                update(_o)
+                .where(_o.c.id == operator.id)
+                .values(second_factor_failures=0, locked_until=now + self.operators.lockout)
+            )
+            await end_access(conn, operator.id, now)
+            await tx.repo.add_audit_event(
+                self._event(
+                    operator, AuditTag.OPERATOR_LOCK, origin, details={"reason": "second_factor"}
+                )
+            )
+
     async def recovery_codes_left(self, operator_id: str) -> int:
         async with self.uow.reading() as repo:
             rows = await repo.conn.execute(
@@ -215,7 +271,8 @@ class SecondFactors:
             return len(rows.all())
 
     # --- helpers ----------------------------------------------------------------------------------
-    async def _totp_state(self, operator: Operator) -> tuple[str | None, bool, int | None]:
+
+    async def _totp_state(self, operator: Operator) -> _TotpState:
         async with self.uow.reading() as repo:
             row = (
                 await repo.conn.execute(
@@ -225,9 +282,10 @@ class SecondFactors:
                 )
             ).one()
         if row.totp_seed is None:
-            return None, False, None
+            return _TotpState(None, None, False, None)
         seed = (await self.envelope.open(row.totp_seed, _binding(operator))).decode()
-        return seed, row.totp_confirmed_at is not None, row.totp_last_step
+        confirmed = row.totp_confirmed_at is not None
+        return _TotpState(row.totp_seed, seed, confirmed, row.totp_last_step)
 
     def _matching_step(self, seed: str, code: str, last_step: int | None) -> int | None:
         """The step whose code `code` is, within the drift window and after `last_step`."""

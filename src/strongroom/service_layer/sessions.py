@@ -3,9 +3,9 @@
 A session is a 256-bit random token (the cookie's value) of which only the SHA-256 is stored.
 It dies after 15 minutes without use (idle) and 12 hours after sign-in (absolute), and when
 revoked. A new token replaces the old one, which stops working at once, whenever privileges
-change: after the second factor, a password change (which also ends every other session of the
-operator) and a role change. A session that has only seen the password can do nothing but
-answer the second-factor challenge: `Session.complete` says which it is.
+change: after the second factor, a password change (which also ends every other session and
+app token of the operator) and a role change. A session that has only seen the password can do
+nothing but answer the second-factor challenge: `Session.complete` says which it is.
 
 Cookie-authenticated requests that change state carry a CSRF token: an HMAC of the session
 token under a server key, so it needs no storage, changes with every rotation and cannot be
@@ -139,17 +139,19 @@ class Sessions:
             await tx.commit()
         return issued
 
-    async def restart(self, operator_id: str, *, origin: Origin = NO_ORIGIN) -> Issued:
-        """After a password change: every session of the operator ends, and one new complete
-        session (the second factor was passed in the session that changed it) begins."""
-        now = self.clock.now()
+    async def restart(self, current: Session, *, origin: Origin = NO_ORIGIN) -> Issued:
+        """After a password change, which ended every session of the operator: a new token
+        for the sign-in `current` belonged to, with its limits and its second factor's time
+        (a password change is not a second factor)."""
         async with self.uow.transaction() as tx:
-            await tx.repo.conn.execute(
-                update(_s)
-                .where(_s.c.operator_id == operator_id, _s.c.revoked_at.is_(None))
-                .values(revoked_at=now)
+            issued = await self._insert(
+                tx,
+                current.operator_id,
+                current.created_at,
+                current.second_factor_at,
+                origin,
+                last_seen=self.clock.now(),
             )
-            issued = await self._insert(tx, operator_id, now, now, origin)
             await tx.commit()
         return issued
 

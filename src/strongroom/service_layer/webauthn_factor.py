@@ -166,13 +166,22 @@ class WebAuthnFactor:
             await self.audit.record_alone(self._event(operator, origin, Outcome.FAILURE))
             raise AuthenticationError(REFUSED) from None
         async with self.uow.transaction() as tx:
-            await tx.repo.conn.execute(
+            # Conditional on the counter checked: of two racing answers (a cloned key), one.
+            moved = await tx.repo.conn.execute(
                 update(_w)
-                .where(_w.c.id == row.id)
+                .where(_w.c.id == row.id, _w.c.sign_count == row.sign_count)
                 .values(sign_count=verified.new_sign_count, last_used_at=self.clock.now())
             )
-            await tx.repo.add_audit_event(self._event(operator, origin, Outcome.SUCCESS))
-            await tx.commit()
+            if moved.rowcount == 1:
+                await tx.repo.add_audit_event(self._event(operator, origin, Outcome.SUCCESS))
+                await tx.repo.conn.execute(
+                    update(t.operators)
+                    .where(t.operators.c.id == operator.id)
+                    .values(second_factor_failures=0)
+                )
+                await tx.commit()
+        if moved.rowcount != 1:
+            raise AuthenticationError(REFUSED)
 
     # --- helpers ----------------------------------------------------------------------------------
     async def _descriptors(self, operator_id: str) -> list[PublicKeyCredentialDescriptor]:

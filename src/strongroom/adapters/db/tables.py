@@ -42,6 +42,9 @@ merchants = Table(
     Column("id", Id, primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # Operators' refunds above this (minor units, any currency) need a second factor within
+    # the last 5 minutes.
+    Column("refund_step_up_amount", BigInteger, nullable=False, server_default=text("10000")),
 )
 
 legal_entities = Table(
@@ -496,6 +499,8 @@ operators = Table(
     Column("totp_seed", Sealed(), nullable=True),
     Column("totp_confirmed_at", UTCDateTime(), nullable=True),
     Column("totp_last_step", BigInteger, nullable=True),
+    # Wrong second factors in a row: at five the account locks and its sessions end.
+    Column("second_factor_failures", Integer, nullable=False, server_default=text("0")),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index(None, "merchant_id"),
@@ -576,7 +581,9 @@ operator_tokens = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),  # a refresh token, once exchanged
     Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("family_expires_at", UTCDateTime(), nullable=False),  # no refresh past this
     Index(None, "family_id"),
+    Index(None, "operator_id"),
 )
 
 # Invitations to a merchant's console: a single-use link (only its token's hash is stored) that

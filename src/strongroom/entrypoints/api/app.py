@@ -19,6 +19,7 @@ from strongroom.entrypoints.api.routes import (
     audit,
     checkout,
     console,
+    console_admin,
     customers,
     gateway_accounts,
     gateway_webhooks,
@@ -77,6 +78,7 @@ def create_app(
         tokens,
         checkout,
         console,
+        console_admin,
         operator_tokens,
     )
     for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks):

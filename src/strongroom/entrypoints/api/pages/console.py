@@ -215,6 +215,9 @@ def home(
         '<p><a href="/console/password">Change password</a></p>'
         + ('<p><a href="/console/operators">Operators</a></p>' if role == "owner" else "")
         + ('<p><a href="/console/api-keys">API keys</a></p>' if role == "owner" else "")
+        + ('<p><a href="/console/gateways">Gateway accounts</a></p>' if role == "owner" else "")
+        + '<p><a href="/console/payments">Payments</a></p>'
+        '<p><a href="/console/exports">Exports</a></p>'
         + '<p><a href="/console/app-tokens">Tokens for apps</a></p>'
         '<p><a href="/console/security-keys">Security keys</a></p>'
         + f'<form method="post" action="/console/sign-out">{_csrf(csrf)}'
@@ -345,4 +348,74 @@ def api_key_made(key_id: str, secret: str) -> str:
         "<p>Copy this key now; it is not shown again.</p>"
         f'<p>{esc(key_id)}: <code id="api-key">{esc(secret)}</code></p>'
         '<p><a href="/console">Back</a></p>'
+    )
+
+
+def gateways(
+    accounts: Sequence[tuple[str, str, str]], csrf: str, message: str | None = None
+) -> str:
+    """`accounts`: (id, provider, webhook URL) of each active account."""
+    rows = "".join(
+        f"<tr><td>{esc(i)}</td><td>{esc(p)}</td><td>{esc(u)}</td><td>"
+        f'<form method="post" action="/console/gateways/{esc(i)}/remove">{_csrf(csrf)}'
+        '<button type="submit">Remove</button></form></td></tr>'
+        for i, p, u in accounts
+    )
+    return error(message) + (
+        f'<table id="gateways"><tr><th>Account</th><th>Provider</th><th>Webhooks to</th>'
+        f"<th></th></tr>{rows}</table>"
+        "<h2>Connect an account</h2><p>Changing gateway credentials needs your second factor "
+        "within the last 5 minutes. Credentials are sealed and never shown again.</p>"
+        f'<form method="post" action="/console/gateways">{_csrf(csrf)}'
+        '<label>Provider <select name="provider"><option>stripe</option><option>braintree'
+        "</option><option>sandbox</option></select></label>"
+        '<label>Credentials (JSON) <textarea name="credentials" rows="4"></textarea></label>'
+        '<button type="submit">Connect</button></form><p><a href="/console">Back</a></p>'
+    )
+
+
+def exports(names: Sequence[str], csrf: str) -> str:
+    options = "".join(f"<option>{esc(n)}</option>" for n in names)
+    return (
+        "<p>A report as a CSV file. Exports need your second factor within the last 5 "
+        "minutes.</p>"
+        f'<form method="post" action="/console/exports">{_csrf(csrf)}'
+        f'<label>Report <select name="report">{options}</select></label>'
+        '<button type="submit">Download CSV</button></form><p><a href="/console">Back</a></p>'
+    )
+
+
+def payments(
+    rows: Sequence[tuple[str, str, str, str]],
+    threshold: int,
+    csrf: str,
+    *,
+    owner: bool,
+    message: str | None = None,
+) -> str:
+    """`rows`: (id, amount shown, status, refundable minor units) of recent test payments."""
+    table = "".join(
+        f"<tr><td>{esc(i)}</td><td>{esc(a)}</td><td>{esc(s)}</td><td>"
+        + (
+            f'<form method="post" action="/console/payments/{esc(i)}/refund">{_csrf(csrf)}'
+            f'<input name="amount" inputmode="numeric" value="{esc(r)}" '
+            f'aria-label="Refund amount for {esc(i)}">'
+            '<button type="submit">Refund</button></form>'
+            if r != "0"
+            else ""
+        )
+        + "</td></tr>"
+        for i, a, s, r in rows
+    )
+    setting = (
+        f'<form method="post" action="/console/payments/threshold">{_csrf(csrf)}'
+        f'<label>Refunds above (minor units) need a fresh second factor <input name="amount" '
+        f'inputmode="numeric" value="{threshold}"></label><button type="submit">Save</button>'
+        "</form>"
+        if owner
+        else f"<p>Refunds above {threshold} (minor units) need a fresh second factor.</p>"
+    )
+    return error(message) + (
+        f'<table id="payments"><tr><th>Payment</th><th>Amount</th><th>Status</th><th></th></tr>'
+        f'{table}</table>{setting}<p><a href="/console">Back</a></p>'
     )

@@ -1,5 +1,5 @@
 """operators: the people who run a merchant's account, their earlier passwords' hashes, their
-TOTP seeds and recovery codes, their console sessions, their apps' tokens, invitations and WebAuthn credentials
+TOTP seeds and recovery codes, the merchant's refund step-up threshold, their console sessions, their apps' tokens, invitations and WebAuthn credentials
 
 Revision ID: 0009
 Revises: 0008
@@ -23,6 +23,15 @@ AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("merchants") as batch:
+        batch.add_column(
+            sa.Column(
+                "refund_step_up_amount",
+                sa.BigInteger(),
+                server_default=sa.text("10000"),
+                nullable=False,
+            )
+        )
     op.create_table(
         "operators",
         sa.Column("id", Id, nullable=False),
@@ -36,6 +45,9 @@ def upgrade() -> None:
         sa.Column("totp_seed", Sealed(), nullable=True),
         sa.Column("totp_confirmed_at", UTCDateTime(), nullable=True),
         sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "second_factor_failures", sa.Integer(), server_default=sa.text("0"), nullable=False
+        ),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -123,6 +135,7 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("used_at", UTCDateTime(), nullable=True),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.Column("family_expires_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["operator_id"], ["operators.id"], name=op.f("fk_operator_tokens_operator_id_operators")
         ),
@@ -131,6 +144,9 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_operator_tokens_family_id"), "operator_tokens", ["family_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_operator_tokens_operator_id"), "operator_tokens", ["operator_id"], unique=False
     )
     op.create_table(
         "operator_invitations",
@@ -199,6 +215,7 @@ def downgrade() -> None:
         op.f("ix_operator_invitations_merchant_id_created_at"), table_name="operator_invitations"
     )
     op.drop_table("operator_invitations")
+    op.drop_index(op.f("ix_operator_tokens_operator_id"), table_name="operator_tokens")
     op.drop_index(op.f("ix_operator_tokens_family_id"), table_name="operator_tokens")
     op.drop_table("operator_tokens")
     op.drop_index(
@@ -215,3 +232,5 @@ def downgrade() -> None:
     op.drop_table("operator_password_history")
     op.drop_index(op.f("ix_operators_merchant_id"), table_name="operators")
     op.drop_table("operators")
+    with op.batch_alter_table("merchants") as batch:
+        batch.drop_column("refund_step_up_amount")
