@@ -97,6 +97,9 @@ def settings(database_url: str, kms_url: str, reporting_url: str, mail_dir: Path
         kms_url=kms_url,
         reporting_url=reporting_url,
         mail_url=f"file://{mail_dir}",
+        # Cheap argon2: tests sign in often; the timing test builds its own with the defaults.
+        argon2_time_cost=1,
+        argon2_memory_kib=8,
     )
 
 

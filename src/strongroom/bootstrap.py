@@ -32,7 +32,7 @@ from strongroom.service_layer.login_throttle import LoginThrottle
 from strongroom.service_layer.merchants import Merchants
 from strongroom.service_layer.operators import Operators
 from strongroom.service_layer.outbox import Relay
-from strongroom.service_layer.passwords import Passwords
+from strongroom.service_layer.passwords import Argon2Parameters, Passwords
 from strongroom.service_layer.payments import Payments
 from strongroom.service_layer.reporting import Reporting
 from strongroom.service_layer.second_factors import SecondFactors
@@ -173,7 +173,10 @@ def bootstrap(
     reporting = Reporting(reporting_store_from_url(settings.reporting_url), engines, clock)
     bus.subscribe("reporting", reporting.apply)
     throttle = LoginThrottle(storage_from_url(settings.ratelimit_url))
-    operators = Operators(uow, clock, Passwords(), audit, throttle=throttle)
+    argon2 = Argon2Parameters(
+        time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+    )
+    operators = Operators(uow, clock, Passwords(argon2), audit, throttle=throttle)
     return Container(
         settings,
         engines,

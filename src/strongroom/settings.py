@@ -54,6 +54,16 @@ class Settings(BaseSettings):
         description="Where operators' emails go: file://<directory> (development: .eml files) "
         "or smtp://[user:password@]host:port[?from=…&starttls=1].",
     )
+    argon2_time_cost: int = Field(
+        2, ge=1, le=20, description="argon2id passes over memory for operators' passwords."
+    )
+    argon2_memory_kib: int = Field(
+        19 * 1024,
+        ge=8,
+        le=4 * 1024 * 1024,
+        description="argon2id memory for operators' passwords, in KiB (OWASP: at least 19 MiB; "
+        "lower only for tests).",
+    )
     ratelimit_url: str = Field(
         "memory://",
         pattern=r"^(memory://|redis://\S+)$",
