@@ -11,7 +11,6 @@ database and log are scanned for card numbers when it stops."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,10 +20,9 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from tests.e2e.server import PortTaken, cli, cli_json, free_port, server_env, serving
-from tests.e2e.test_3ds_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.leak_scan import scan_directory
 from tests.support import asyncpg_url, pg_available, pg_database, service_missing
 
@@ -99,20 +97,6 @@ def server(
     # This directory is the module's, not a test's, so the suite's leak scan would miss it.
     findings = scan_directory(workdir, "checkout server")
     assert not findings, [str(f) for f in findings]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        service_missing("chromium", f"{CHROMIUM} is not installed (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @dataclass

@@ -24,11 +24,11 @@ import pytest
 from playwright.async_api import Request, expect
 
 from tests.e2e.server import PortTaken, cli, cli_json, free_port, server_env, serving
-from tests.e2e.test_checkout_browser import AMOUNT, PAGE_HOST, Watched, browser, watched
+from tests.e2e.test_checkout_browser import AMOUNT, PAGE_HOST, Watched, watched
 from tests.standins.braintree_server import BraintreeStandIn
 from tests.standins.stripe_server import StripeStandIn
 
-__all__ = ["browser", "watched"]  # fixtures, imported for pytest to find
+__all__ = ["watched"]  # a fixture, imported for pytest to find
 
 STRIPE_SECRET = "sk_test_" + "standin" * 4
 DROPIN_PATH = "/web/dropin/1.43.0/js/dropin.min.js"

@@ -15,9 +15,6 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.e2e.server import PortTaken, cli, cli_json, free_port, server_env, serving
-from tests.e2e.test_checkout_browser import browser
-
-__all__ = ["browser"]  # a fixture, imported for pytest to find
 
 PASSWORD = "Gl4cier-kettle-Orbit-77"
 EMAIL = "owner@console.example"

@@ -1,5 +1,7 @@
-"""Prefixed, opaque identifiers like Stripe's (`pi_…`, `re_…`, `cus_…`)."""
+"""Prefixed, opaque identifiers like Stripe's (`pi_…`, `re_…`, `cus_…`), and the digest stored
+in place of a bearer token."""
 
+import hashlib
 import secrets
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -16,3 +18,10 @@ def new_id(prefix: str, length: int = 24) -> str:
         n, r = divmod(n, 62)
         chars.append(_ALPHABET[r])
     return f"{prefix}_" + "".join(chars)
+
+
+def token_digest(token: str) -> str:
+    """What is stored in place of a bearer token (a console session, an app token, an
+    invitation link): its SHA-256 in hex. The tokens carry 256 random bits, so a fast hash
+    suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -12,7 +12,6 @@ SHA-256 hashes.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +23,7 @@ from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import NO_ORIGIN, Actor, ActorType, AuditTag, Origin, Outcome
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError, InvalidRequest
-from strongroom.domain.ids import new_id
+from strongroom.domain.ids import new_id, token_digest
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
@@ -46,10 +45,6 @@ class TokenPair:
     refresh_token: str
     expires_in: int  # the access token's lifetime, in seconds
     family_id: str
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _invalid_grant() -> InvalidRequest:
@@ -88,7 +83,7 @@ class AppTokens:
             row = (
                 await conn.execute(
                     select(_k).where(
-                        _k.c.token_hash == _digest(refresh_token), _k.c.kind == Kind.REFRESH
+                        _k.c.token_hash == token_digest(refresh_token), _k.c.kind == Kind.REFRESH
                     )
                 )
             ).first()
@@ -130,7 +125,7 @@ class AppTokens:
             row = (
                 await repo.conn.execute(
                     select(_k.c.operator_id, _k.c.expires_at, _k.c.revoked_at).where(
-                        _k.c.token_hash == _digest(access_token), _k.c.kind == Kind.ACCESS
+                        _k.c.token_hash == token_digest(access_token), _k.c.kind == Kind.ACCESS
                     )
                 )
             ).first()
@@ -150,7 +145,7 @@ class AppTokens:
             [
                 {
                     "id": new_id("tok"),
-                    "token_hash": _digest(token),
+                    "token_hash": token_digest(token),
                     "kind": kind.value,
                     "family_id": family_id,
                     "operator_id": operator_id,

@@ -8,7 +8,6 @@ when two tabs race) and creates the operator.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from strongroom.adapters.email import Mailer, Message
 from strongroom.domain.audit import NO_ORIGIN, Actor, ActorType, AuditTag, Origin
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import InvalidRequest, PermissionDenied
-from strongroom.domain.ids import new_id
+from strongroom.domain.ids import new_id, token_digest
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.operators import (
     Operator,
@@ -48,10 +47,6 @@ class Invitation:
 
 def _invitation(row: Row[Any]) -> Invitation:
     return Invitation(row.id, row.merchant_id, row.email, Role(row.role), row.expires_at)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Invitations:
@@ -94,7 +89,7 @@ class Invitations:
                     merchant_id=invitation.merchant_id,
                     email=address,
                     role=kind.value,
-                    token_hash=_digest(token),
+                    token_hash=token_digest(token),
                     invited_by=inviter.id,
                     created_at=now,
                     expires_at=invitation.expires_at,
@@ -133,7 +128,7 @@ class Invitations:
             row = (
                 await repo.conn.execute(
                     select(_i).where(
-                        _i.c.token_hash == _digest(token),
+                        _i.c.token_hash == token_digest(token),
                         _i.c.accepted_at.is_(None),
                         _i.c.expires_at > self.clock.now(),
                     )

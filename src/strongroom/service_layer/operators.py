@@ -18,6 +18,7 @@ sign-ins cannot lose a failure.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -446,15 +447,29 @@ class Operators:
         *,
         actor: Actor | None = None,
     ) -> AuditEvent:
-        return self.audit.event(
-            tag,
-            actor=actor or Actor(ActorType.USER, operator.id),
-            outcome=outcome,
-            merchant_id=operator.merchant_id,
-            origin=origin,
-            resource=("operator", operator.id),
-            details=details,
-        )
+        return operator_event(self.audit, operator, tag, origin, outcome, details, actor=actor)
+
+
+def operator_event(
+    audit: AuditLog,
+    operator: Operator,
+    tag: AuditTag,
+    origin: Origin,
+    outcome: Outcome = Outcome.SUCCESS,
+    details: Mapping[str, Any] | None = None,
+    *,
+    actor: Actor | None = None,
+) -> AuditEvent:
+    """An audit event about an operator, by that operator unless `actor` says otherwise."""
+    return audit.event(
+        tag,
+        actor=actor or Actor(ActorType.USER, operator.id),
+        outcome=outcome,
+        merchant_id=operator.merchant_id,
+        origin=origin,
+        resource=("operator", operator.id),
+        details=details,
+    )
 
 
 async def _earlier_hashes(conn: AsyncConnection, operator_id: str, keep: int) -> list[str]:

@@ -27,8 +27,6 @@ from strongroom.adapters.kms.envelope import Binding, Envelope
 from strongroom.adapters.kms.sealed import SealedValue
 from strongroom.domain.audit import (
     NO_ORIGIN,
-    Actor,
-    ActorType,
     AuditEvent,
     AuditTag,
     Origin,
@@ -38,7 +36,7 @@ from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError, IllegalTransition
 from strongroom.domain.events import EventType
 from strongroom.service_layer.audit import AuditLog
-from strongroom.service_layer.operators import Operator, Operators, end_access
+from strongroom.service_layer.operators import Operator, Operators, end_access, operator_event
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 _o = t.operators
@@ -313,15 +311,7 @@ class SecondFactors:
         outcome: Outcome = Outcome.SUCCESS,
         details: dict[str, str] | None = None,
     ) -> AuditEvent:
-        return self.audit.event(
-            tag,
-            actor=Actor(ActorType.USER, operator.id),
-            outcome=outcome,
-            merchant_id=operator.merchant_id,
-            origin=origin,
-            resource=("operator", operator.id),
-            details=details,
-        )
+        return operator_event(self.audit, operator, tag, origin, outcome, details)
 
 
 def _recovery_code() -> str:

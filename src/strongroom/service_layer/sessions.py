@@ -28,7 +28,7 @@ from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import NO_ORIGIN, Actor, ActorType, AuditTag, Origin
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError, ResourceMissing
-from strongroom.domain.ids import new_id
+from strongroom.domain.ids import new_id, token_digest
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
@@ -79,10 +79,6 @@ def _session(row: Row[Any]) -> Session:
     )
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class Sessions:
     def __init__(self, uow: UnitOfWork, clock: Clock, audit: AuditLog, *, csrf_key: bytes) -> None:
         self.uow = uow
@@ -102,7 +98,7 @@ class Sessions:
         for an unknown, revoked, idle or too old one."""
         now = self.clock.now()
         live = (
-            (_s.c.token_hash == _digest(token))
+            (_s.c.token_hash == token_digest(token))
             & _s.c.revoked_at.is_(None)
             & (_s.c.last_seen_at > now - IDLE)
             & (_s.c.created_at > now - ABSOLUTE)
@@ -229,7 +225,7 @@ class Sessions:
         await tx.repo.conn.execute(
             _s.insert().values(
                 id=session.id,
-                token_hash=_digest(token),
+                token_hash=token_digest(token),
                 operator_id=operator_id,
                 created_at=session.created_at,
                 last_seen_at=session.last_seen_at,

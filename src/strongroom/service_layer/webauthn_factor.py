@@ -46,7 +46,7 @@ from strongroom.domain.clock import Clock
 from strongroom.domain.errors import AuthenticationError
 from strongroom.domain.ids import new_id
 from strongroom.service_layer.audit import AuditLog
-from strongroom.service_layer.operators import Operator
+from strongroom.service_layer.operators import Operator, operator_event
 from strongroom.service_layer.unit_of_work import UnitOfWork
 
 _s = t.operator_sessions
@@ -229,15 +229,8 @@ class WebAuthnFactor:
         return base64url_to_bytes(challenge)
 
     def _event(self, operator: Operator, origin: Origin, outcome: Outcome) -> AuditEvent:
-        return self.audit.event(
-            AuditTag.OPERATOR_SECOND_FACTOR,
-            actor=Actor(ActorType.USER, operator.id),
-            outcome=outcome,
-            merchant_id=operator.merchant_id,
-            origin=origin,
-            resource=("operator", operator.id),
-            details={"factor": "webauthn"},
-        )
+        tag, details = AuditTag.OPERATOR_SECOND_FACTOR, {"factor": "webauthn"}
+        return operator_event(self.audit, operator, tag, origin, outcome, details)
 
 
 def _raw_id(credential: str) -> str:
