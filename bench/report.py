@@ -29,6 +29,7 @@ TARGET_KEY_RATIO = 0.9  # payments/s with key / without
 TARGET_AUDIT_RATIO = 0.85  # payments/s with payment audit events / without
 TARGET_LAG_S = 2.0  # the audit sequencer's lag behind committed events
 TARGET_REPORTS_RATIO = 0.85  # payments/s while a reporting dashboard loads / without
+TARGET_AUTHZ_RATIO = 0.9  # payments/s with the policy and rate limits (Redis) / without
 TARGET_WEBHOOKS_RATIO = 0.3  # inbound webhooks ingested/s / pgbench one-row inserts tps
 
 RUNS = (("key", "with Idempotency-Key"), ("nokey", "without key"))
@@ -350,6 +351,17 @@ def main() -> int:
             None if audit_ratio is None else audit_ratio >= TARGET_AUDIT_RATIO,
         )
     )
+    authz_slices, authz_rates, authz_ratio = alternating(results, "noauthz", "authz", problems)
+    targets.append(
+        (
+            "payments/s policy+rate limits on / off",
+            authz_ratio,
+            f">= {TARGET_AUTHZ_RATIO}",
+            None if authz_ratio is None else authz_ratio >= TARGET_AUTHZ_RATIO,
+        )
+    )
+    policy_path = results / "policy.json"
+    policy = json.loads(policy_path.read_text()) if policy_path.exists() else None
     webhooks, insert_tps = _webhooks(results, problems)
     webhooks_ratio = webhooks.payments_per_s / insert_tps if webhooks and insert_tps else None
     targets.append(
@@ -389,6 +401,19 @@ def main() -> int:
             f"reports off/on, alternating {len(report_slices['reports'])} rounds: "
             f"{report_rates['noreports']:.1f} / {report_rates['reports']:.1f} payments/s "
             f"(rounds: {shown})"
+        )
+    if authz_ratio is not None:
+        pairs = zip(authz_slices["noauthz"], authz_slices["authz"], strict=False)
+        shown = ", ".join(f"{a.payments_per_s:.0f}/{b.payments_per_s:.0f}" for a, b in pairs)
+        print(
+            f"policy+rate limits off/on, alternating {len(authz_slices['authz'])} rounds: "
+            f"{authz_rates['noauthz']:.1f} / {authz_rates['authz']:.1f} payments/s "
+            f"(rounds: {shown})"
+        )
+    if policy:
+        print(
+            f"policy evaluation: {policy['decisions']:,} decisions, p50 {policy['p50_us']:.0f} us, "
+            f"p99 {policy['p99_us']:.0f} us per decision"
         )
     if webhooks and insert_tps:
         stored = results / "webhooks-stored.txt"
@@ -442,6 +467,8 @@ def main() -> int:
         "pgbench": pgbench,
         "audit_rates": rates,
         "reports_rates": report_rates,
+        "authz_rates": authz_rates,
+        "policy": policy,
         "webhooks": vars(webhooks) if webhooks else None,
         "pgbench_insert_tps": insert_tps,
         "audit_lag": {k: v for k, v in (lag or {}).items() if k != "values"},

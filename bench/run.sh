@@ -20,6 +20,8 @@
 #   BENCH_PGBENCH_SCALE=16  BENCH_PGHOST=127.0.0.1  BENCH_PGPORT=5432  BENCH_PGUSER=postgres
 #   BENCH_AUDIT_ENTRIES=1000000  BENCH_AUDIT_ROUNDS=4  BENCH_AUDIT_SLICE=8 (seconds)
 #   BENCH_REPORT_ROUNDS=3  BENCH_REPORT_RATE=4 (report requests/s during a "reports" slice)
+#   BENCH_AUTHZ_ROUNDS=4  alternating slices with the policy and rate limits (Redis) on, then off
+#   BENCH_REDIS_URL=redis://127.0.0.1:6379/0 (the rate-limit counters every server shares)
 #   BENCH_REPORTS=0   skip bench/reports.py (1,000,000 payments: reporting store vs write store)
 #   BENCH_RELAY=0     skip bench/relay.py (outbox drain rate vs create rate, into JetStream)
 #   BENCH_STRICT=1    exit 1 when a target is missed (errors always exit 2)
@@ -49,6 +51,8 @@ AUDIT_ENTRIES="${BENCH_AUDIT_ENTRIES:-1000000}"
 AUDIT_ROUNDS="${BENCH_AUDIT_ROUNDS:-4}"
 AUDIT_SLICE="${BENCH_AUDIT_SLICE:-8}"
 REPORT_ROUNDS="${BENCH_REPORT_ROUNDS:-3}"
+AUTHZ_ROUNDS="${BENCH_AUTHZ_ROUNDS:-4}"
+REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}"
 
 case "$PGHOST_" in
   127.* | localhost | ::1) ;;
@@ -120,6 +124,11 @@ cleanup() {
   for pid in $(jobs -p); do
     kill "$pid" 2>/dev/null || true
   done
+  if [[ -n "${STRONGROOM_RATELIMIT_PREFIX:-}" ]]; then # this run's rate-limit counters
+    "$PY" -c 'import asyncio, sys; from strongroom.adapters.ratelimit import storage_from_url
+asyncio.run(storage_from_url(sys.argv[1], key_prefix=sys.argv[2]).reset())' \
+      "$REDIS_URL" "$STRONGROOM_RATELIMIT_PREFIX" || echo "bench: could not clear Redis keys" >&2
+  fi
   for db in "${DBS_CREATED[@]}"; do
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" ||
       echo "bench: could not drop database $db" >&2
@@ -152,12 +161,26 @@ export STRONGROOM_REPORTING_URL="${STRONGROOM_REPORTING_URL:-duckdb:///$OUT/repo
 SK="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret_key"])' "$OUT/merchant.json")"
 [[ "$SK" == sk_test_* ]] || die "no secret key in merchants create output"
 
+# Rate limiting as in production: counters in Redis, shared by every server process. The
+# limits are set far above the load, so every request is counted and none refused: the
+# benchmark measures what counting costs (issue 7), not the limits themselves.
+export STRONGROOM_RATELIMIT_URL="$REDIS_URL"
+export STRONGROOM_RATELIMIT_PREFIX="strongroom_bench_$SUFFIX"
+export STRONGROOM_RATELIMIT_PER_ADDRESS='{"reads":"100000/second","writes":"100000/second","login":"10/second","webhooks":"100000/second"}'
+"$PY" -c 'import asyncio, sys; from strongroom.adapters.ratelimit import storage_from_url
+sys.exit(0 if asyncio.run(storage_from_url(sys.argv[1]).check()) else 1)' "$REDIS_URL" ||
+  die "Redis is not answering at $REDIS_URL (BENCH_REDIS_URL)"
+MERCHANT="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT/merchant.json")"
+"$BIN/strongroom" merchants rate-limits "$MERCHANT" --reads 100000/second \
+  --writes 100000/second >/dev/null || die "merchants rate-limits failed"
+
 # --- server and worker --------------------------------------------------------------------------
 free_port() {
   "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 AUDIT_PORT="$(free_port)"
 BASE_PORT="$(free_port)"
+NOAUTHZ_PORT="$(free_port)"
 PORT="$AUDIT_PORT"
 URL="http://127.0.0.1:$PORT"
 
@@ -287,6 +310,26 @@ stop_server # the baseline server; the rest of the load goes to the audited one
 BASE_PID=""
 use_server audit
 
+# The policy's and the rate limits' cost (issue 7): the audited server (policy asked, counters
+# in Redis) alternating with one that asks no policy and counts nothing.
+PORT="$NOAUTHZ_PORT" URL="http://127.0.0.1:$NOAUTHZ_PORT"
+STRONGROOM_POLICY_ENFORCED=false STRONGROOM_RATELIMIT_ENABLED=false \
+  start_server "$OUT/server-noauthz.log"
+BASE_PORT="$NOAUTHZ_PORT" BASE_PID="$SERVER_PID" BASE_WORKER_PIDS="$WORKER_PIDS"
+use_server base
+run_wrk warmup-noauthz key "$WARMUP" >/dev/null
+log "authorization cost: $AUTHZ_ROUNDS rounds of ${AUDIT_SLICE}s with policy and rate limits off, then on"
+for round in $(seq "$AUTHZ_ROUNDS"); do
+  use_server base
+  run_wrk "noauthz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  use_server audit
+  run_wrk "authz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+done
+use_server base
+stop_server
+BASE_PID=""
+use_server audit
+
 # Reports are served from the reporting store, never the write store: the payment rate should
 # barely notice a dashboard asking for them (bench/report_load.py, BENCH_REPORT_RATE per second).
 log "reports: $REPORT_ROUNDS rounds of ${AUDIT_SLICE}s without, then with a reporting dashboard"
@@ -411,6 +454,9 @@ DBS_CREATED+=("$AUDIT_DB")
 ) || die "audit verify failed on the generated log: $(cat "$OUT/audit-verify.json" 2>/dev/null)"
 
 # --- events and reporting (issue 4) ---------------------------------------------------------------
+log "policy evaluation (bench/policy.py)"
+"$PY" "$BENCH_DIR/policy.py" "$OUT/policy.json" || die "bench/policy.py failed"
+
 if [[ "${BENCH_RELAY:-1}" == 1 ]]; then
   log "outbox relay: drain rate vs create rate (bench/relay.py)"
   BENCH_PG_DSN="postgresql://$PGUSER_@$PGHOST_:$PGPORT_" "$PY" "$BENCH_DIR/relay.py" |

@@ -18,12 +18,14 @@ from strongroom.adapters.http.safe_client import SafeClient
 from strongroom.adapters.kms.envelope import Envelope
 from strongroom.adapters.kms.port import Keyring, keyring_from_url
 from strongroom.adapters.observability import Metrics, Tracing, tracing_from_settings
+from strongroom.adapters.policy import RegoPolicy
 from strongroom.adapters.ratelimit import storage_from_url
 from strongroom.adapters.reporting import reporting_store_from_url
 from strongroom.domain.clock import Clock, SystemClock
 from strongroom.service_layer.app_tokens import AppTokens
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
+from strongroom.service_layer.authorization import Authorizer
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.inbound_webhooks import InboundWebhooks
@@ -34,6 +36,7 @@ from strongroom.service_layer.operators import Operators
 from strongroom.service_layer.outbox import Relay
 from strongroom.service_layer.passwords import Argon2Parameters, Passwords
 from strongroom.service_layer.payments import Payments
+from strongroom.service_layer.rate_limits import RateLimits, defaults_from
 from strongroom.service_layer.reporting import Reporting
 from strongroom.service_layer.second_factors import SecondFactors
 from strongroom.service_layer.sessions import Sessions
@@ -71,6 +74,8 @@ class Container:
     app_tokens: AppTokens  # access and refresh tokens for apps acting for an operator
     invitations: Invitations  # single-use links by which owners add operators
     webauthn: WebAuthnFactor  # security keys as operators' second factor
+    authz: Authorizer  # asks the Rego policy before every command and query
+    rate_limits: RateLimits | None  # per key and per address; None when turned off
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -126,10 +131,13 @@ def bootstrap(
         connect_timeout=settings.gateway_connect_timeout_seconds,
         read_timeout=settings.gateway_read_timeout_seconds,
     )
+    policy = RegoPolicy()
+    authz = Authorizer(policy, clock, audit, enforced=settings.policy_enforced)
     payments = Payments(
         uow,
         gateways,
         clock,
+        authz=authz,
         max_amount=settings.max_amount,
         recovery_grace=timedelta(seconds=settings.recovery_grace_seconds),
         # A worker holds an operation as long as a request holds its key: either may be the
@@ -144,6 +152,7 @@ def bootstrap(
         hash_secret=settings.secret_key.get_secret_value().encode(),
         key_cache_ttl=timedelta(seconds=settings.api_key_cache_seconds),
         audit=audit,
+        scopes=policy.scopes,
     )
     bus = event_bus_from_url(settings.events_url)
     metrics = Metrics()
@@ -170,9 +179,15 @@ def bootstrap(
     )
     bus.subscribe("webhooks", webhooks.handle)
     # Reports are served from their own store; nothing is connected until first used.
-    reporting = Reporting(reporting_store_from_url(settings.reporting_url), engines, clock)
+    reporting = Reporting(
+        reporting_store_from_url(settings.reporting_url),
+        engines,
+        clock,
+        cache_for=timedelta(seconds=settings.report_cache_seconds),
+    )
     bus.subscribe("reporting", reporting.apply)
-    throttle = LoginThrottle(storage_from_url(settings.ratelimit_url))
+    counters = storage_from_url(settings.ratelimit_url, key_prefix=settings.ratelimit_prefix)
+    throttle = LoginThrottle(counters)
     argon2 = Argon2Parameters(
         time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
     )
@@ -220,6 +235,15 @@ def bootstrap(
             public_url=settings.public_url,
         ),
         webauthn=WebAuthnFactor(uow, clock, audit, public_url=settings.public_url),
+        authz=authz,
+        rate_limits=RateLimits(
+            counters,
+            defaults_from(settings.ratelimit_per_key, settings.ratelimit_per_address),
+            on_refusal=metrics.record_rate_limit_refusal,
+            on_error=lambda route, outcome: metrics.record_rate_limiter_error(route, outcome),
+        )
+        if settings.ratelimit_enabled
+        else None,
     )
 
 

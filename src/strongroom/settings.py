@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - a sentinel, refused in production
@@ -70,6 +71,30 @@ class Settings(BaseSettings):
         description="Where rate-limit counters live: memory:// (this process) or "
         "redis://host:6379[/db] (shared by every process).",
     )
+    ratelimit_prefix: str = Field(
+        "strongroom",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Prefix of the rate-limit counters' keys in Redis (one per installation).",
+    )
+    ratelimit_enabled: bool = Field(
+        True,
+        description="Limit API requests per key and per client address (see "
+        "ratelimit_per_key and ratelimit_per_address). Off only behind a proxy that limits.",
+    )
+    ratelimit_per_key: dict[str, str] = Field(
+        default_factory=lambda: {"reads": "100/second", "writes": "100/second"},
+        description="Per API key, by route class (reads, writes), as JSON; a merchant may set "
+        "its own with `strongroom merchants rate-limits`.",
+    )
+    ratelimit_per_address: dict[str, str] = Field(
+        default_factory=lambda: {
+            "reads": "200/second",
+            "writes": "200/second",
+            "login": "10/second",
+            "webhooks": "200/second",
+        },
+        description="Per client address, by route class (reads, writes, login, webhooks), as JSON.",
+    )
     max_amount: int = Field(
         99_999_999, gt=0, description="Largest amount accepted, in minor units of any currency."
     )
@@ -116,6 +141,12 @@ class Settings(BaseSettings):
         "duckdb:///./var/reporting.duckdb",
         description="Reporting store: duckdb:///<file> or clickhouse://host:9000/<database>.",
     )
+    report_cache_seconds: float = Field(
+        5,
+        ge=0,
+        description="How long GET /v1/reports serves a computed report again before asking the "
+        "reporting store anew (0: every request asks). Exports and the command line always ask.",
+    )
     outbox_retention_hours: int = Field(
         24, ge=1, description="How long published events stay in the outbox before pruning."
     )
@@ -133,6 +164,12 @@ class Settings(BaseSettings):
     )
     gateway_read_timeout_seconds: float = Field(
         30, gt=0, description="Read timeout for calls to Stripe and Braintree."
+    )
+    policy_enforced: bool = Field(
+        True,
+        description="Benchmarking only: false allows every request without asking the "
+        "authorization policy, to measure what the policy costs (refused when "
+        "STRONGROOM_ENV=production).",
     )
     webhook_allow_loopback: bool = Field(
         False,
@@ -166,6 +203,23 @@ class Settings(BaseSettings):
         True, description="Run the worker loops inside `strongroom serve` (embedded mode)."
     )
 
+    @field_validator("ratelimit_per_key", "ratelimit_per_address")
+    @classmethod
+    def _rates(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        classes = (
+            ("reads", "writes")
+            if info.field_name == "ratelimit_per_key"
+            else ("reads", "writes", "login", "webhooks")
+        )
+        for name, rate in value.items():
+            if name not in classes:
+                raise ValueError(f"route classes are {', '.join(classes)}, not {name!r}")
+            try:
+                parse(rate)
+            except ValueError:
+                raise ValueError(f"{rate!r} is not a rate such as '100/second'") from None
+        return value
+
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
         if self.env == "production":
@@ -179,6 +233,11 @@ class Settings(BaseSettings):
                 raise InsecureConfiguration(
                     "STRONGROOM_WEBHOOK_ALLOW_LOOPBACK is a development setting; it cannot be "
                     "on when STRONGROOM_ENV=production."
+                )
+            if not self.policy_enforced:
+                raise InsecureConfiguration(
+                    "STRONGROOM_POLICY_ENFORCED=false is for benchmarks; it cannot be set when "
+                    "STRONGROOM_ENV=production."
                 )
         return self
 

@@ -71,7 +71,13 @@ def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 @pytest.fixture
 def live_server(e2e_database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     """A migrated database, a merchant made with the CLI, and `strongroom serve` on a free port."""
-    env = server_env(STRONGROOM_DATABASE_URL=e2e_database_url)
+    env = server_env(
+        STRONGROOM_DATABASE_URL=e2e_database_url,
+        # The fuzzing and browser tests send requests faster than any one client should; the
+        # rate-limit tests start servers of their own with their own limits.
+        STRONGROOM_RATELIMIT_PER_KEY='{"reads": "100000/second", "writes": "100000/second"}',
+        STRONGROOM_RATELIMIT_PER_ADDRESS='{"reads": "100000/second", "writes": "100000/second"}',
+    )
     cli("db", "upgrade", env=env, cwd=tmp_path)
     merchant = cli_json("merchants", "create", "--name", "E2E", env=env, cwd=tmp_path)
     assert merchant["secret_key"].startswith("sk_test_")

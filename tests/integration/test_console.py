@@ -23,8 +23,10 @@ from strongroom.domain.errors import AuthenticationError
 from strongroom.entrypoints.api.app import create_app
 from strongroom.entrypoints.api.pages import origin_of
 from strongroom.entrypoints.api.routes._console import COOKIE
-from strongroom.service_layer.commands import Caller, CreatePaymentIntent
+from strongroom.service_layer.commands import Caller, CreateCustomer, CreatePaymentIntent
 from strongroom.service_layer.operators import Operator
+from strongroom.service_layer.payments import Replayed
+from tests.integration.test_tenant_isolation import routes
 from tests.support import FakeClock
 
 PASSWORD = "Gl4cier-kettle-Orbit-77"
@@ -311,15 +313,7 @@ async def test_only_an_owner_manages_operators_and_a_role_change_ends_sessions(
     clerk = await container.operators.create(
         operator.merchant_id, "clerk@example.com", "support", PASSWORD
     )
-    clerk_console = Console(console.http, console.origin)
-    await clerk_console.post("/console/sign-in", {"email": clerk.email, "password": PASSWORD})
-    page = await clerk_console.get("/console/totp")
-    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
-    assert secret
-    await clerk_console.post(
-        "/console/totp",
-        {"code": pyotp.TOTP(secret.group(1)).at(clock.now()), "csrf_token": csrf_in(page.text)},
-    )
+    clerk_console = await _enrolled(console, clerk.email, clock)
     assert (await clerk_console.get("/console/operators")).status_code == 403
 
     changed = await console.post(f"/console/operators/{clerk.id}/role", {"role": "admin"})
@@ -562,3 +556,114 @@ async def test_refunds_above_the_threshold_need_a_recent_second_factor(
         operator.merchant_id, "support@example.com", "support", PASSWORD
     )
     assert clerk.role.value == "support"
+
+
+async def test_support_sees_customers_masked_and_may_not_refund_above_the_threshold(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    """The policy's rules in the console: `support` sees personal data masked (the owner sees
+    it whole), and a support operator's refund above the threshold is refused even after a
+    fresh second factor (it needs finance or owner)."""
+    await enrol(console, clock)
+    caller = Caller(merchant_id=operator.merchant_id, livemode=False)
+    customer = await container.payments.create_customer(
+        caller, CreateCustomer(email="alice@example.com"), None
+    )
+    assert not isinstance(customer, Replayed)
+    pi = await container.payments.create_payment_intent(
+        caller,
+        CreatePaymentIntent(
+            amount=50_000,
+            currency="usd",
+            customer=customer.id,
+            payment_method="tok_visa",
+            confirm=True,
+        ),
+        None,
+    )
+    assert not isinstance(pi, Replayed)
+    owner_page = await console.get("/console/payments")
+    assert "alice@example.com" in owner_page.text
+
+    clerk = await container.operators.create(
+        operator.merchant_id, "clerk@example.com", "support", PASSWORD
+    )
+    clerk_console = await _enrolled(console, clerk.email, clock)
+    clerk_page = await clerk_console.get("/console/payments")
+    assert clerk_page.status_code == 200
+    assert "alice@example.com" not in clerk_page.text
+    assert "a•••@example.com" in clerk_page.text
+
+    small = await clerk_console.post(f"/console/payments/{pi.id}/refund", {"amount": "100"})
+    assert small.status_code == 303, "support refunds up to the threshold"
+    large = await clerk_console.post(f"/console/payments/{pi.id}/refund", {"amount": "10001"})
+    assert large.status_code == 403, "even with a second factor a minute old"
+    assert "finance or owner" in large.text
+    assert (await container.payments.get_payment_intent(caller, pi.id)).amount_refunded == 100
+
+
+async def _enrolled(console: Console, email: str, clock: FakeClock) -> Console:
+    """Another browser on the same app: `email` signed in with TOTP set up."""
+    other = Console(console.http, console.origin)
+    await other.post("/console/sign-in", {"email": email, "password": PASSWORD})
+    page = await other.get("/console/totp")
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+    assert secret
+    await other.post(
+        "/console/totp",
+        {"code": pyotp.TOTP(secret.group(1)).at(clock.now()), "csrf_token": csrf_in(page.text)},
+    )
+    return other
+
+
+async def test_an_owner_of_another_merchant_reaches_none_of_our_objects(
+    console: Console, container: Container, operator: Operator, clock: FakeClock
+) -> None:
+    """The console's routes that name an object, from the app's route table, posted by merchant
+    B's owner (signed in, second factor fresh) with merchant A's ids: none takes effect."""
+    await enrol(console, clock)  # A's owner, whose session B will try to end
+    a = Caller(merchant_id=operator.merchant_id, livemode=False)
+    clerk = await container.operators.create(
+        a.merchant_id, "a-clerk@example.com", "viewer", PASSWORD
+    )
+    account = await container.gateway_accounts.create(a, "sandbox", {})
+    pi = await container.payments.create_payment_intent(
+        a,
+        CreatePaymentIntent(amount=5000, currency="usd", payment_method="tok_visa", confirm=True),
+        None,
+    )
+    assert not isinstance(pi, Replayed)
+    [session] = await container.sessions.list(operator.id)
+
+    other = await container.merchants.create_merchant("Other Ltd")
+    await container.operators.create(other.id, "b-owner@example.com", "owner", PASSWORD)
+    b = await _enrolled(console, "b-owner@example.com", clock)
+    attempts = {
+        "/console/operators/{operator_id}/{change}": [
+            (f"/console/operators/{clerk.id}/role", {"role": "owner"}),
+            (f"/console/operators/{clerk.id}/unlock", {}),
+        ],
+        "/console/gateways/{account_id}/remove": [
+            (f"/console/gateways/{account.account.id}/remove", {})
+        ],
+        "/console/payments/{payment_intent}/refund": [
+            (f"/console/payments/{pi.id}/refund", {"amount": "100"})
+        ],
+        "/console/sessions/{session_id}/revoke": [(f"/console/sessions/{session.id}/revoke", {})],
+        "/console/invitations/{token}": [],  # the token itself is the credential
+    }
+    with_ids = {
+        path
+        for _, path, _ in routes(create_app(container))
+        if path.startswith("/console/") and "{" in path
+    }
+    assert with_ids == set(attempts), "a console route naming an object needs a case here"
+    for cases in attempts.values():
+        for path, form in cases:
+            answer = await b.post(path, form)
+            assert answer.status_code in (400, 403, 404), (path, answer.status_code)
+            assert "No such" in answer.text, (path, answer.text)  # as for an unknown id
+    assert (await container.operators.get(clerk.id)).role.value == "viewer"
+    assert [g.id for g in await container.gateway_accounts.list(a)] == [account.account.id]
+    assert (await container.payments.get_payment_intent(a, pi.id)).amount_refunded == 0
+    assert [s.id for s in await container.sessions.list(operator.id)] == [session.id]

@@ -14,7 +14,12 @@ from sqlalchemy import select, text
 
 from strongroom.adapters.db import tables as t
 from strongroom.bootstrap import Container
-from strongroom.domain.errors import AuthenticationError, InvalidRequest, PermissionDenied
+from strongroom.domain.errors import (
+    AuthenticationError,
+    InvalidRequest,
+    PermissionDenied,
+    ResourceMissing,
+)
 from strongroom.service_layer.operators import SIGN_IN_REFUSED, Operator, Operators
 from strongroom.service_layer.passwords import Argon2Parameters, Passwords
 from tests.integration.operators_support import FAST, fast_operators
@@ -120,9 +125,10 @@ async def test_an_owner_unlocks_at_once_and_nobody_else_can(
         with pytest.raises(AuthenticationError):
             await operators.sign_in(clerk.email, WRONG)
 
-    for not_allowed in (clerk, stranger):
-        with pytest.raises(PermissionDenied):
-            await operators.unlock(not_allowed.id, clerk.id)
+    with pytest.raises(PermissionDenied):
+        await operators.unlock(clerk.id, clerk.id)
+    with pytest.raises(ResourceMissing):  # another merchant's operator: as if unknown
+        await operators.unlock(stranger.id, clerk.id)
     await operators.unlock(owner.id, clerk.id)
     assert (await operators.sign_in(clerk.email, PASSWORD)).id == clerk.id
     [(outcome, actor, _)] = await _audit(container, "console:operator:unlock")

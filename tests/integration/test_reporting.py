@@ -828,6 +828,7 @@ async def test_reports_route(container: Container, client: httpx.AsyncClient) ->
     assert volume.json() == {
         "object": "report",
         "name": "volume",
+        "computed_at": int(container.clock.now().timestamp()),
         "rows": [
             {
                 "day": "2026-01-01",
@@ -870,6 +871,27 @@ async def test_reports_route(container: Container, client: httpx.AsyncClient) ->
     ).status_code == 401
 
 
+async def test_the_route_serves_a_report_again_for_the_cache_period(
+    container: Container, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """STRONGROOM_REPORT_CACHE_SECONDS (5 by default): a dashboard polling the same report gets
+    the computed result, with its `computed_at`, until it is 5 s old on the container's clock."""
+    pay = {"amount": 700, "currency": "usd", "payment_method": "tok_visa", "confirm": True}
+    await client.post("/v1/payment_intents", json=pay)
+    await _relay_all(container)
+    first = (await client.get("/v1/reports/volume")).json()
+    assert [r["count"] for r in first["rows"]] == [1]
+
+    await client.post("/v1/payment_intents", json=pay)
+    await _relay_all(container)
+    clock.advance(seconds=4.9)
+    assert (await client.get("/v1/reports/volume")).json() == first
+    clock.advance(seconds=0.1)
+    fresh = (await client.get("/v1/reports/volume")).json()
+    assert [r["count"] for r in fresh["rows"]] == [2]
+    assert fresh["computed_at"] == int(clock.now().timestamp())
+
+
 async def test_a_key_sees_only_its_merchant_and_mode(
     container: Container, client: httpx.AsyncClient
 ) -> None:
@@ -901,7 +923,9 @@ async def test_report_command(
         database_url, "report", "refund_rate", "--merchant", a.merchant_id, "--json", env=env
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+    printed = json.loads(result.stdout)
+    assert isinstance(printed.pop("computed_at"), int)  # the command's own (system) clock
+    assert printed == {
         "object": "report",
         "name": "refund_rate",
         "rows": expected[ReportName.REFUND_RATE],

@@ -446,7 +446,7 @@ async def _count(container: Container, table: Any) -> int:
 
 
 async def test_endpoint_changes_are_audited_without_the_secret(
-    client: httpx.AsyncClient, receiver: Receiver
+    client: httpx.AsyncClient, receiver: Receiver, container: Container
 ) -> None:
     endpoint = await _endpoint(client, receiver.url())
     await client.post(f"/v1/webhook_endpoints/{endpoint['id']}", json={"disabled": True})
@@ -462,7 +462,15 @@ async def test_endpoint_changes_are_audited_without_the_secret(
         "api:webhook_endpoint:rotate_secret",
         "api:webhook_endpoint:delete",
     ]
-    assert ours[-1]["details"] == {"url": endpoint["url"]}
+    assert ours[-1]["details"] == {
+        "url": endpoint["url"],
+        "authorization": {  # the policy's decision on the request, and which policy decided
+            "action": "webhook_endpoints.write",
+            "decision": "allow",
+            "reason": "Allowed by full secret key.",
+            "policy": container.authz.policy.bundle_hash,
+        },
+    }
     assert all(e["actor"]["type"] == "api_key" for e in ours)
     page = listed.text
     assert endpoint["secret"] not in page

@@ -45,3 +45,21 @@ def test_production_refuses_loopback_webhooks() -> None:
     with pytest.raises(InsecureConfiguration, match="WEBHOOK_ALLOW_LOOPBACK"):
         Settings(env="production", secret_key=SecretStr("x" * 40), webhook_allow_loopback=True)
     assert Settings(env="development", webhook_allow_loopback=True).webhook_allow_loopback
+
+
+def test_production_refuses_an_unenforced_policy() -> None:
+    with pytest.raises(InsecureConfiguration, match="POLICY_ENFORCED"):
+        Settings(env="production", secret_key=SecretStr("x" * 40), policy_enforced=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ratelimit_per_key", {"login": "1/second"}),  # keys have reads and writes only
+        ("ratelimit_per_key", {"reads": "many"}),
+        ("ratelimit_per_address", {"everything": "1/second"}),
+    ],
+)
+def test_rate_limits_must_name_a_class_and_a_rate(field: str, value: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"route classes|not a rate"):
+        Settings(**{field: value})

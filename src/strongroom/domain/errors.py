@@ -10,6 +10,7 @@ StrongroomError                 type            code (default)
 ├── AuthenticationError         authentication_error    api_key_invalid     (401)
 ├── PermissionDenied            permission_error        permission_denied   (403)
 ├── RateLimited                 rate_limit_error        rate_limited        (429)
+├── ServiceUnavailable          api_error               service_unavailable (503)
 └── GatewayUnavailable          api_error               gateway_unavailable (502)
 """
 
@@ -114,6 +115,18 @@ class RateLimited(StrongroomError):
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class ServiceUnavailable(StrongroomError):
+    """Something the request depends on is down (the shared rate limiter, for writes); retry
+    after `retry_after` seconds."""
+
+    type = "api_error"
+    default_code = "service_unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, code=code)
         self.retry_after = max(1, retry_after)
 
 

@@ -189,6 +189,25 @@ def merchants_demo(as_json: bool) -> None:
     _emit(as_json, data, text)
 
 
+@merchants.command("rate-limits")
+@click.argument("merchant_id")
+@click.option("--reads", default=None, help="Per key, e.g. 100/second; 'default' to clear.")
+@click.option("--writes", default=None, help="Per key, e.g. 50/second; 'default' to clear.")
+@json_option
+def merchants_rate_limits(
+    merchant_id: str, reads: str | None, writes: str | None, as_json: bool
+) -> None:
+    """Set the merchant's own API rate limits (per key); the rest stay the installation's."""
+    changes = {
+        name: None if value == "default" else value
+        for name, value in (("reads", reads), ("writes", writes))
+        if value is not None
+    }
+    limits = _run(lambda c: c.merchants.set_rate_limits(merchant_id, changes))
+    text = ", ".join(f"{k} {v}" for k, v in limits.items()) or "the defaults"
+    _emit(as_json, {"merchant": merchant_id, "rate_limits": limits}, f"{merchant_id}: {text}")
+
+
 @main.group()
 def keys() -> None:
     """API keys, and the master keys that encrypt secrets at rest."""
@@ -197,12 +216,22 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--merchant", "merchant_id", required=True)
 @click.option("--publishable", is_flag=True, help="A pk_ key instead of an sk_ key.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="Makes a restricted rk_ key with this scope (repeat it), e.g. payments:read.",
+)
 @click.option("--live", is_flag=True, help="A live-mode key instead of a test-mode key.")
 @json_option
-def keys_create(merchant_id: str, publishable: bool, live: bool, as_json: bool) -> None:
+def keys_create(
+    merchant_id: str, publishable: bool, scopes: tuple[str, ...], live: bool, as_json: bool
+) -> None:
     """Create an API key; the secret is printed once and never stored."""
-    kind = KeyKind.PUBLISHABLE if publishable else KeyKind.SECRET
-    key = _run(lambda c: c.merchants.create_key(merchant_id, kind, livemode=live))
+    if publishable and scopes:
+        raise click.UsageError("A publishable key takes no scopes.")
+    kind = KeyKind.PUBLISHABLE if publishable else KeyKind.RESTRICTED if scopes else KeyKind.SECRET
+    key = _run(lambda c: c.merchants.create_key(merchant_id, kind, livemode=live, scopes=scopes))
     _emit(as_json, _key_data(key), f"{key.id}: {key.secret}")
 
 
@@ -595,7 +624,7 @@ def _report_command(name: ReportName) -> click.Command:
             end=end.date() if end else None,
         )
         try:
-            report = _run(lambda c: c.reporting.report(name, query))
+            report = _run(lambda c: c.reporting.report(name, query, fresh=True))
         except ReportingUnavailable as exc:
             raise click.ClickException(str(exc)) from exc
         if as_json:

@@ -94,6 +94,8 @@ class AuditLog:
         outcome: Outcome = Outcome.SUCCESS,
         details: Mapping[str, Any] | None = None,
     ) -> AuditEvent:
+        if caller.decision is not None:
+            details = {**(details or {}), "authorization": caller.decision.audit_details()}
         return self.event(
             tag,
             actor=_actor(caller),
@@ -121,11 +123,8 @@ class AuditLog:
             store = AuditStore(repo.conn)
             before = None
             if starting_after is not None:
-                cursor = await store.event(starting_after)
-                if cursor is None or (cursor.event.merchant_id, cursor.event.livemode) != (
-                    caller.merchant_id,
-                    caller.livemode,
-                ):
+                cursor = await store.event(caller.merchant_id, caller.livemode, starting_after)
+                if cursor is None:
                     raise ResourceMissing(
                         f"No such audit event: '{starting_after}'", param="starting_after"
                     )
@@ -154,7 +153,7 @@ class AuditLog:
     ) -> InclusionProof:
         async with self.uow.reading() as repo:
             store = AuditStore(repo.conn)
-            logged = await store.event(event_id)
+            logged = await store.event(caller.merchant_id, caller.livemode, event_id)
             if logged is None:
                 raise ResourceMissing(f"No such audit event: '{event_id}'", param="id")
             if logged.leaf_index is None:

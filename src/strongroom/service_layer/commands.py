@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from strongroom.domain.audit import NO_ORIGIN, Origin
+from strongroom.domain.authorization import Decision
 from strongroom.domain.model import CaptureMethod
 
 
@@ -19,6 +21,13 @@ class Caller:
     key_id: str | None = None
     origin: Origin = NO_ORIGIN
     operator_id: str | None = None
+    # What the authorization policy reads about who is asking:
+    role: str | None = None  # an operator's role
+    scopes: frozenset[str] | None = None  # a restricted key's scopes; None: a full secret key
+    publishable: bool = False  # a pk_ key, which may only tokenize
+    second_factor_at: datetime | None = None  # an operator's last second factor
+    # The policy's decision on the request's action, once asked; audit events carry it.
+    decision: Decision | None = None
 
 
 @dataclass(frozen=True)

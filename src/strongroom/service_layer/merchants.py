@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from limits import parse
+from sqlalchemy import update
 
 from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import (
@@ -34,10 +36,13 @@ from strongroom.service_layer.unit_of_work import UnitOfWork
 
 class KeyKind(StrEnum):
     SECRET = "secret"  # noqa: S105 - sk_…: the merchant's server
+    RESTRICTED = "restricted"  # rk_…: a server, for only what its scopes grant
     PUBLISHABLE = "publishable"  # pk_…: browsers; may only tokenize
 
 
-_PREFIX = {KeyKind.SECRET: "sk", KeyKind.PUBLISHABLE: "pk"}
+_PREFIX = {KeyKind.SECRET: "sk", KeyKind.RESTRICTED: "rk", KeyKind.PUBLISHABLE: "pk"}
+
+RATE_LIMIT_CLASSES = ("reads", "writes")  # what a merchant may set for its own keys
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Authenticated:
     caller: Caller
     kind: KeyKind
     key_id: str
+    rate_limits: dict[str, str] | None = None  # the merchant's own, by route class
 
 
 class Merchants:
@@ -74,7 +80,9 @@ class Merchants:
         hash_secret: bytes,
         key_cache_ttl: timedelta = timedelta(seconds=5),
         audit: AuditLog,
+        scopes: frozenset[str] = frozenset(),
     ) -> None:
+        self.scopes = scopes  # what a restricted key may be given (the policy's)
         self.uow = uow
         self.audit = audit
         self.clock = clock
@@ -113,12 +121,8 @@ class Merchants:
 
     async def refund_step_up_amount(self, merchant_id: str) -> int:
         """Operators' refunds above this (minor units) need a recent second factor."""
-        merchants = t.merchants
         async with self.uow.reading() as repo:
-            amount = await repo.conn.execute(
-                select(merchants.c.refund_step_up_amount).where(merchants.c.id == merchant_id)
-            )
-            return int(amount.scalar_one())
+            return await repo.refund_step_up_amount(merchant_id)
 
     async def set_refund_step_up_amount(
         self, merchant_id: str, amount: int, *, actor: Actor, origin: Origin = NO_ORIGIN
@@ -146,17 +150,59 @@ class Merchants:
             )
             await tx.commit()
 
+    async def set_rate_limits(
+        self, merchant_id: str, limits: Mapping[str, str | None]
+    ) -> dict[str, str]:
+        """Set (or, with None, clear) the merchant's own limits per route class, e.g.
+        {"reads": "50/second"}; the merchant's keys see them within the key cache's TTL."""
+        for name, value in limits.items():
+            if name not in RATE_LIMIT_CLASSES:
+                raise InvalidRequest(
+                    f"Rate limits are set for {', '.join(RATE_LIMIT_CLASSES)}, not {name!r}.",
+                    param=name,
+                )
+            if value is not None:
+                check_rate_limit(value, param=name)
+        async with self.uow.transaction() as tx:
+            merchant = await tx.repo.get_merchant(merchant_id)
+            if merchant is None:
+                raise ResourceMissing(f"No such merchant: '{merchant_id}'", param="merchant")
+            current = await tx.repo.merchant_rate_limits(merchant_id) or {}
+            merged = {k: v for k, v in (current | dict(limits)).items() if v is not None}
+            await tx.repo.set_merchant_rate_limits(merchant_id, merged or None)
+            await tx.repo.add_audit_event(
+                self.audit.event(
+                    AuditTag.MERCHANT_RATE_LIMITS_UPDATE,
+                    merchant_id=merchant_id,
+                    resource=("merchant", merchant_id),
+                    details={"rate_limits": merged},
+                )
+            )
+            await tx.commit()
+        self._key_cache.clear()
+        return merged
+
     async def create_key(
         self,
         merchant_id: str,
         kind: KeyKind,
         *,
         livemode: bool,
+        scopes: Iterable[str] = (),
         actor: Actor = SYSTEM,
         origin: Origin = NO_ORIGIN,
     ) -> IssuedKey:
         """A new API key; its secret is in the answer only. `actor` is who asked: the CLI by
-        default, or an operator in the console."""
+        default, or an operator in the console. A restricted key needs at least one scope."""
+        granted = sorted(set(scopes))
+        if (kind is KeyKind.RESTRICTED) != bool(granted):
+            raise InvalidRequest(
+                "A restricted key needs scopes, and only a restricted key takes them.",
+                param="scopes",
+            )
+        if unknown := [s for s in granted if s not in self.scopes]:
+            known = ", ".join(sorted(self.scopes))
+            raise InvalidRequest(f"Unknown scope {unknown[0]!r}; scopes: {known}.", param="scopes")
         mode = "live" if livemode else "test"
         secret = f"{_PREFIX[kind]}_{mode}_{secrets.token_urlsafe(32)}"
         issued = IssuedKey(
@@ -178,6 +224,7 @@ class Merchants:
                     "livemode": livemode,
                     "key_hash": self.key_hash(secret),
                     "display": issued.display,
+                    "scopes": granted or None,
                     "created_at": self.clock.now(),
                 }
             )
@@ -189,7 +236,7 @@ class Merchants:
                     merchant_id=merchant_id,
                     livemode=livemode,
                     resource=("api_key", issued.id),
-                    details={"kind": str(kind)},
+                    details={"kind": str(kind)} | ({"scopes": granted} if granted else {}),
                 )
             )
             await tx.commit()
@@ -243,12 +290,27 @@ class Merchants:
             )
             raise AuthenticationError("Invalid API key provided.")
         auth = Authenticated(
-            Caller(merchant_id=row.merchant_id, livemode=row.livemode),
+            Caller(
+                merchant_id=row.merchant_id,
+                livemode=row.livemode,
+                scopes=frozenset(row.scopes) if row.scopes is not None else None,
+            ),
             KeyKind(row.kind),
             row.id,
+            rate_limits=row.rate_limits,
         )
         if self._key_cache_ttl:
             if len(self._key_cache) >= self.CACHE_LIMIT:
                 self._key_cache.clear()
             self._key_cache[digest] = (auth, now + self._key_cache_ttl)
         return auth
+
+
+def check_rate_limit(value: str, *, param: str) -> None:
+    """A limit in the `limits` library's notation: "100/second", "6000 per minute"."""
+    try:
+        parse(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid {param}: {value!r} is not a rate such as '100/second'.", param=param
+        ) from None

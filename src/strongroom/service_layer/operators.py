@@ -210,6 +210,14 @@ class Operators:
             raise ResourceMissing(f"No such operator: '{operator_id}'", param="operator")
         return _operator(row)
 
+    async def _colleague(self, operator_id: str, other_id: str) -> Operator:
+        """Another operator of `operator_id`'s merchant; another merchant's is answered as
+        missing, exactly as an unknown id, so ids of other merchants' people reveal nothing."""
+        me, other = await self.get(operator_id), await self.get(other_id)
+        if other.merchant_id != me.merchant_id:
+            raise ResourceMissing(f"No such operator: '{other_id}'", param="operator")
+        return other
+
     async def list(self, merchant_id: str) -> list[Operator]:
         async with self.uow.reading() as repo:
             rows = await repo.conn.execute(
@@ -222,8 +230,8 @@ class Operators:
     ) -> None:
         """An owner gives another operator of the merchant a new role; that operator's sessions
         end with it, so their next request signs in again with the new role."""
-        owner, target = await self.get(owner_id), await self.get(operator_id)
-        if owner.role is not Role.OWNER or owner.merchant_id != target.merchant_id:
+        owner, target = await self.get(owner_id), await self._colleague(owner_id, operator_id)
+        if owner.role is not Role.OWNER:
             raise PermissionDenied("Only an owner of this merchant can change roles.")
         if owner.id == target.id:
             raise InvalidRequest("Owners cannot change their own role.", param="role")
@@ -370,8 +378,8 @@ class Operators:
     async def unlock(self, owner_id: str, operator_id: str, *, origin: Origin = NO_ORIGIN) -> None:
         """An owner ends another operator's lock of the same merchant at once."""
         owner = await self.get(owner_id)
-        target = await self.get(operator_id)
-        if owner.role is not Role.OWNER or owner.merchant_id != target.merchant_id:
+        target = await self._colleague(owner_id, operator_id)
+        if owner.role is not Role.OWNER:
             raise PermissionDenied("Only an owner of this merchant can unlock an operator.")
         now = self.clock.now()
         async with self.uow.transaction() as tx:

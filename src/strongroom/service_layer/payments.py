@@ -32,6 +32,7 @@ from strongroom.adapters.gateways.port import (
 from strongroom.adapters.observability.tracing import Tracing
 from strongroom.domain.audit import Actor, ActorType, AuditTag, Origin
 from strongroom.domain.audit import Outcome as AuditOutcome
+from strongroom.domain.authorization import Resource
 from strongroom.domain.clock import Clock
 from strongroom.domain.errors import (
     CardError,
@@ -61,6 +62,7 @@ from strongroom.domain.model import (
 from strongroom.domain.money import check_amount, parse_currency
 from strongroom.service_layer import commands as c
 from strongroom.service_layer.audit import AuditLog
+from strongroom.service_layer.authorization import Authorizer
 from strongroom.service_layer.gateways import Candidate, Gateways
 from strongroom.service_layer.idempotency import IdempotentRequest
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
@@ -94,10 +96,12 @@ class Payments:
         recovery_grace: timedelta = timedelta(seconds=30),
         recovery_lease: timedelta = timedelta(seconds=60),
         audit: AuditLog,
+        authz: Authorizer,
         tracing: Tracing | None = None,
     ) -> None:
         self.uow = uow
         self.audit = audit
+        self.authz = authz
         self.gateways = gateways
         self.clock = clock
         self.max_amount = max_amount
@@ -139,7 +143,22 @@ class Payments:
             )
         if customer is None:
             raise ResourceMissing(f"No such customer: '{customer_id}'", param="id")
+        await self.authz.require(
+            caller, "customers.read", Resource("customer", customer.id, customer.merchant_id)
+        )
         return customer
+
+    async def customers_of(
+        self, caller: c.Caller, intents: list[PaymentIntent]
+    ) -> dict[str, Customer]:
+        """The customers of these payment intents (the caller's merchant's only), by id."""
+        wanted = {pi.customer_id for pi in intents if pi.customer_id}
+        async with self.uow.reading() as repo:
+            found = [
+                await repo.get_customer(caller.merchant_id, i, livemode=caller.livemode)
+                for i in sorted(wanted)
+            ]
+        return {customer.id: customer for customer in found if customer is not None}
 
     # --- payment intents -----------------------------------------------------------------------
     async def create_payment_intent(
@@ -230,6 +249,7 @@ class Payments:
             pi = await repo.get_payment_intent(caller.merchant_id, pi_id, livemode=caller.livemode)
         if pi is None:
             raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
+        await self.authz.require(caller, "payment_intents.read", _resource(pi))
         return pi
 
     async def list_payment_intents(
@@ -270,7 +290,12 @@ class Payments:
             return self._confirm_operation(pi, cmd.payment_method, now, plan)
 
         return await self._on_intent(
-            caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CONFIRM
+            caller,
+            cmd.payment_intent,
+            idem,
+            start,
+            AuditTag.PAYMENT_INTENT_CONFIRM,
+            "payment_intents.confirm",
         )
 
     async def capture(
@@ -283,7 +308,12 @@ class Payments:
             )
 
         return await self._on_intent(
-            caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CAPTURE
+            caller,
+            cmd.payment_intent,
+            idem,
+            start,
+            AuditTag.PAYMENT_INTENT_CAPTURE,
+            "payment_intents.capture",
         )
 
     async def cancel(
@@ -302,7 +332,12 @@ class Payments:
             return None
 
         return await self._on_intent(
-            caller, cmd.payment_intent, idem, start, AuditTag.PAYMENT_INTENT_CANCEL
+            caller,
+            cmd.payment_intent,
+            idem,
+            start,
+            AuditTag.PAYMENT_INTENT_CANCEL,
+            "payment_intents.cancel",
         )
 
     async def _on_intent(
@@ -312,13 +347,14 @@ class Payments:
         idem: IdempotentRequest | None,
         start: Starter,
         tag: AuditTag,
+        action: str,
     ) -> PaymentIntent | Replayed:
         """The shape shared by confirm, capture and cancel: phase 1 of this request's gateway
         call, then the call itself. While another call on the intent is in flight the request
         is refused; a retry with the same Idempotency-Key finishes its own."""
         now = self.clock.now()
         settled: Outcome | None = None
-        async with self.uow.transaction() as tx:
+        async with self.authz.refusals(), self.uow.transaction() as tx:
             if idem and await self._claimed_replay(idem, tx, now):
                 return Replayed()
             took_over = idem is not None and idem.took_over
@@ -328,6 +364,7 @@ class Payments:
             )
             if pi is None:
                 raise ResourceMissing(f"No such payment_intent: '{pi_id}'", param="id")
+            caller = self.authz.check(caller, action, _resource(pi))
             if took_over:
                 # The request that died committed its phase 1 (the key is claimed there), so
                 # its work exists: finish it, or answer with what it already did.
@@ -429,7 +466,7 @@ class Payments:
             check_amount(cmd.amount, maximum=self.max_amount)
         refund_id = new_id("re")
         op: GatewayOperation | None = None
-        async with self.uow.transaction() as tx:
+        async with self.authz.refusals(), self.uow.transaction() as tx:
             if idem and await self._claimed_replay(idem, tx, now, refund_id):
                 return Replayed()
             resumed = (
@@ -465,6 +502,15 @@ class Payments:
                 f"No such payment_intent: '{cmd.payment_intent}'", param="payment_intent"
             )
         amount = pi.reserve_refund(cmd.amount)
+        caller = self.authz.check(
+            caller,
+            "refunds.create",
+            Resource("refund", refund_id, pi.merchant_id, amount, pi.currency),
+            # Operators' large refunds need more (see the policy); keys' need only the scope.
+            {"refund_step_up_amount": await tx.repo.refund_step_up_amount(pi.merchant_id)}
+            if caller.operator_id is not None
+            else None,
+        )
         refund = Refund(
             id=refund_id,
             merchant_id=caller.merchant_id,
@@ -499,6 +545,11 @@ class Payments:
             refund = await repo.get_refund(caller.merchant_id, refund_id, livemode=caller.livemode)
         if refund is None:
             raise ResourceMissing(f"No such refund: '{refund_id}'", param="id")
+        await self.authz.require(
+            caller,
+            "refunds.read",
+            Resource("refund", refund.id, refund.merchant_id, refund.amount, refund.currency),
+        )
         return refund
 
     # --- gateway webhooks ----------------------------------------------------------------------
@@ -842,3 +893,7 @@ def settled_outcome(pi: PaymentIntent) -> PaymentIntent | CardError:
 def _account(op: GatewayOperation) -> str | None:
     account = op.request.get("account")
     return account if isinstance(account, str) else None
+
+
+def _resource(pi: PaymentIntent) -> Resource:
+    return Resource("payment_intent", pi.id, pi.merchant_id, pi.amount, pi.currency)

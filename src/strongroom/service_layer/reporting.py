@@ -13,11 +13,13 @@ Anything else only moves the projection's progress (its lag).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from strongroom.adapters.db.engine import Engines
@@ -39,6 +41,7 @@ from strongroom.domain.events import Event, EventType
 from strongroom.domain.model import CaptureMethod
 
 BACKFILL_BATCH = 1000
+CACHED_REPORTS = 1024  # distinct (report, query) results a process keeps at most
 
 # Each report's columns, in order; the first `KEYS[name]` of them identify a row.
 COLUMNS: dict[ReportName, tuple[str, ...]] = {
@@ -249,9 +252,58 @@ def to_csv(name: ReportName, rows: Sequence[Row]) -> str:
 class Report:
     name: ReportName
     rows: list[Row]
+    computed_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {"object": "report", "name": str(self.name), "rows": self.rows}
+        return {
+            "object": "report",
+            "name": str(self.name),
+            "computed_at": int(self.computed_at.timestamp()),
+            "rows": self.rows,
+        }
+
+
+class ReportCache:
+    """Recent report results, per report and query, each reused for at most `max_age` on the
+    clock. Reports are eventually consistent anyway (the projection's lag is published), and a
+    dashboard asking every second for the same panels would otherwise take CPU from the
+    payments that share the process. Concurrent asks for the same result share one query."""
+
+    def __init__(self, clock: Clock, max_age: timedelta, size: int = CACHED_REPORTS) -> None:
+        self.clock = clock
+        self.max_age = max_age
+        self.size = size
+        self._entries: OrderedDict[
+            tuple[ReportName, ReportQuery], tuple[datetime, asyncio.Future[Report]]
+        ] = OrderedDict()
+
+    async def get(
+        self,
+        name: ReportName,
+        query: ReportQuery,
+        compute: Callable[[], Awaitable[Report]],
+    ) -> Report:
+        key = (name, query)
+        now = self.clock.now()
+        entry = self._entries.get(key)
+        if entry is not None and (not entry[1].done() or now - entry[0] < self.max_age):
+            self._entries.move_to_end(key)
+            return await asyncio.shield(entry[1])
+        future: asyncio.Future[Report] = asyncio.ensure_future(compute())
+        self._entries[key] = (now, future)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        future.add_done_callback(lambda done: self._forget_failure(key, done))
+        return await asyncio.shield(future)
+
+    def _forget_failure(
+        self, key: tuple[ReportName, ReportQuery], done: asyncio.Future[Report]
+    ) -> None:
+        """A failed query (the store down, say) is asked again next time, never replayed."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[1] is done and (done.cancelled() or done.exception()):
+            del self._entries[key]
 
 
 @dataclass(frozen=True)
@@ -279,10 +331,18 @@ class Reporting:
     """The `reporting` consumer and the reports. Handlers are idempotent by event id: the
     store keeps the newest version of each object and each attempt once."""
 
-    def __init__(self, store: ReportingStore, engines: Engines, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: ReportingStore,
+        engines: Engines,
+        clock: Clock,
+        *,
+        cache_for: timedelta = timedelta(0),
+    ) -> None:
         self.store = store
         self.engines = engines
         self.clock = clock
+        self._cache = ReportCache(clock, cache_for)
 
     async def apply(self, events: Sequence[Event]) -> None:
         """The `reporting` consumer: a batch of events in one write (any order, duplicates
@@ -290,9 +350,18 @@ class Reporting:
         if events:
             await self.store.apply(project(events, applied_at=self.clock.now()))
 
-    async def report(self, name: ReportName, query: ReportQuery) -> Report:
+    async def report(self, name: ReportName, query: ReportQuery, *, fresh: bool = False) -> Report:
+        """The report, possibly as computed up to `cache_for` ago (see ReportCache); `fresh`
+        asks the store now, for exports and the command line."""
         check_range(query.start, query.end)
-        return Report(name, shape(name, await self.store.query(name, query)))
+
+        async def compute() -> Report:
+            computed_at = self.clock.now()
+            return Report(name, shape(name, await self.store.query(name, query)), computed_at)
+
+        if fresh:
+            return await compute()
+        return await self._cache.get(name, query, compute)
 
     async def lag(self) -> Lag:
         return await self.store.lag()

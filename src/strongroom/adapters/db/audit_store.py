@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, tuple_
+from sqlalchemy import Row, and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from strongroom.adapters.db import tables as t
@@ -112,8 +112,17 @@ class AuditStore:
         self.conn = conn
 
     # --- events ---------------------------------------------------------------------------------
-    async def event(self, event_id: str) -> LoggedEvent | None:
-        row = (await self.conn.execute(_WITH_LEAF.where(_ev.c.id == event_id))).first()
+    async def event(self, merchant_id: str, livemode: bool, event_id: str) -> LoggedEvent | None:
+        """One of a merchant's events in one mode, or an installation-wide one (key rotation,
+        say: every merchant may see those proven); another merchant's is None, as missing."""
+        query = _WITH_LEAF.where(
+            _ev.c.id == event_id,
+            or_(
+                and_(_ev.c.merchant_id == merchant_id, _ev.c.livemode == livemode),
+                _ev.c.merchant_id.is_(None),
+            ),
+        )
+        row = (await self.conn.execute(query)).first()
         return _logged(row) if row is not None else None
 
     async def events(

@@ -55,7 +55,11 @@ _FINISH_OP = (
 )
 _INSERT_LEDGER_TX = t.ledger_transactions.insert()
 _INSERT_LEDGER_ENTRY = t.ledger_entries.insert()
-_API_KEY_BY_HASH = select(t.api_keys).where(t.api_keys.c.key_hash == bindparam("hash"))
+_API_KEY_BY_HASH = (
+    select(t.api_keys, t.merchants.c.rate_limits)
+    .join(t.merchants, t.merchants.c.id == t.api_keys.c.merchant_id)
+    .where(t.api_keys.c.key_hash == bindparam("hash"))
+)
 _KEY_LOCKED = (
     select(_keys)
     .where(
@@ -111,6 +115,28 @@ class Repository:
 
     async def get_merchant(self, merchant_id: str) -> Merchant | None:
         return await self._merchant_where(t.merchants.c.id == merchant_id)
+
+    async def merchant_rate_limits(self, merchant_id: str) -> dict[str, str] | None:
+        limits = await self.conn.execute(
+            select(t.merchants.c.rate_limits).where(t.merchants.c.id == merchant_id)
+        )
+        value: dict[str, str] | None = limits.scalar_one()
+        return value
+
+    async def set_merchant_rate_limits(
+        self, merchant_id: str, limits: dict[str, str] | None
+    ) -> None:
+        await self.conn.execute(
+            update(t.merchants).where(t.merchants.c.id == merchant_id).values(rate_limits=limits)
+        )
+
+    async def refund_step_up_amount(self, merchant_id: str) -> int:
+        """Operators' refunds above this (minor units) need more (see the policy)."""
+        merchants = t.merchants
+        amount = await self.conn.execute(
+            select(merchants.c.refund_step_up_amount).where(merchants.c.id == merchant_id)
+        )
+        return int(amount.scalar_one())
 
     async def find_merchant_by_name(self, name: str) -> Merchant | None:
         return await self._merchant_where(t.merchants.c.name == name)

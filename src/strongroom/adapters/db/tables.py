@@ -45,6 +45,9 @@ merchants = Table(
     # Operators' refunds above this (minor units, any currency) need a second factor within
     # the last 5 minutes.
     Column("refund_step_up_amount", BigInteger, nullable=False, server_default=text("10000")),
+    # The merchant's own API rate limits by route class ({"reads": "50/second", …}); None or a
+    # missing class: the installation's defaults.
+    Column("rate_limits", Json, nullable=True),
 )
 
 legal_entities = Table(
@@ -62,8 +65,9 @@ api_keys = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # secret | publishable
+    Column("kind", String(16), nullable=False),  # secret | restricted | publishable
     Column("livemode", Boolean, nullable=False),
+    Column("scopes", Json, nullable=True),  # a restricted key's scopes; None for the others
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("display", String(40), nullable=False),  # prefix and last four, never the secret
     Column("created_at", UTCDateTime(), nullable=False),

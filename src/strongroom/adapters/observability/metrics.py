@@ -77,6 +77,13 @@ class Metrics:
             ["limiter"],
             registry=self.registry,
         )
+        self._rate_limiter_errors = Counter(
+            "strongroom_rate_limiter_errors",
+            "Requests whose rate-limit counters could not be reached, by route class and what "
+            "was done (open: answered anyway; closed: refused with 503).",
+            ["route_class", "outcome"],
+            registry=self.registry,
+        )
         self._breaker = Gauge(
             "strongroom_gateway_breaker_state",
             "1 for the state each gateway's circuit breaker is in (in this process), else 0.",
@@ -99,6 +106,9 @@ class Metrics:
         """A rate limiter (named like 'ip.login', never by the key or address it limits)
         refused a request."""
         self._rate_limit_refusals.labels(limiter).inc()
+
+    def record_rate_limiter_error(self, route_class: str, outcome: str) -> None:
+        self._rate_limiter_errors.labels(route_class, outcome).inc()
 
     def set_breaker_state(self, gateway: str, state: BreakerState) -> None:
         """Gateway `gateway`'s breaker is now in `state`: that state's series is 1, the others

@@ -15,6 +15,7 @@ from strongroom.entrypoints import logs, worker
 from strongroom.entrypoints.api import errors
 from strongroom.entrypoints.api.middleware import EdgeMiddleware
 from strongroom.entrypoints.api.pan_guard import PanGuard
+from strongroom.entrypoints.api.rate_limiting import RateLimitMiddleware
 from strongroom.entrypoints.api.routes import (
     audit,
     checkout,
@@ -84,8 +85,11 @@ def create_app(
     for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks):
         app.include_router(module.router)
     app.include_router(metrics_route.router)  # outside the documented API
-    # The last added is outermost: EdgeMiddleware (request id, body cap) → PanGuard → routes.
+    # The last added is outermost: EdgeMiddleware (request id, body cap) → rate limits per
+    # address → PanGuard → routes.
     app.add_middleware(PanGuard)
+    if built.rate_limits is not None:
+        app.add_middleware(RateLimitMiddleware, limits=built.rate_limits)
     app.add_middleware(EdgeMiddleware, max_body_bytes=built.settings.max_body_bytes)
     # Outside even the edge: latency and spans cover requests it refuses (413, PAN guard).
     app.add_middleware(Telemetry, metrics=built.metrics, tracing=built.tracing)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.responses import Response
@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import Origin
-from strongroom.domain.errors import AuthenticationError, PermissionDenied, StrongroomError
+from strongroom.domain.errors import AuthenticationError, StrongroomError
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.rendering import render
 from strongroom.service_layer.commands import Caller
@@ -25,6 +25,7 @@ from strongroom.service_layer.idempotency import (
 )
 from strongroom.service_layer.merchants import KeyKind
 from strongroom.service_layer.payments import Replayed
+from strongroom.service_layer.rate_limits import Throttled, Window, route_class
 
 _bearer = HTTPBearer(auto_error=False, description="A secret key: `sk_test_…` or `sk_live_…`.")
 
@@ -37,22 +38,64 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
+ACTION = "x-strongroom-action"
+
+
+def action(name: str) -> dict[str, Any]:
+    """A route's `openapi_extra`: the policy action its callers need (the schema shows it).
+    `get_caller` asks the policy for it; a route that names none is refused to everyone."""
+    return {ACTION: name}
+
+
+def route_action(request: Request) -> str:
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    return str(extra.get(ACTION, ""))
+
+
 async def get_caller(
     request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Caller:
-    if credentials is None:
-        raise AuthenticationError(
-            "You did not provide an API key. Send it as 'Authorization: Bearer sk_test_…'."
-        )
+    """The API key's caller, once the policy allows the route's action (see `action`). The
+    key's requests count against its rate limit; a missing or refused key's, against the
+    client address's (the rate-limit middleware leaves requests with credentials to here)."""
     origin = Origin(
         ip=request.client.host if request.client else None, request_id=request_id_of(request)
     )
-    auth = await container.merchants.authenticate(credentials.credentials, origin)
-    if auth.kind is not KeyKind.SECRET:
-        raise PermissionDenied("Publishable keys may only tokenize; use a secret key here.")
-    return replace(auth.caller, key_id=auth.key_id, origin=origin)
+    route = route_class(request.method, request.url.path)
+    limits = container.rate_limits
+    try:
+        if credentials is None:
+            raise AuthenticationError(
+                "You did not provide an API key. Send it as 'Authorization: Bearer sk_test_…'."
+            )
+        auth = await container.merchants.authenticate(credentials.credentials, origin)
+    except AuthenticationError:
+        if limits is not None and "authorization" in request.headers:
+            await _counted(request, limits.per_address(route, origin.ip))
+        raise
+    if limits is not None:
+        await _counted(request, limits.per_key(route, auth.key_id, auth.rate_limits))
+    caller = replace(
+        auth.caller,
+        key_id=auth.key_id,
+        origin=origin,
+        publishable=auth.kind is KeyKind.PUBLISHABLE,
+    )
+    return await container.authz.require(caller, route_action(request))
+
+
+async def _counted(request: Request, hit: Awaitable[Window | None]) -> None:
+    """A rate-limit window's state for the answer's RateLimit fields, refused or not."""
+    try:
+        window = await hit
+    except Throttled as refused:
+        request.state.rate_limit_windows.append(refused.window)
+        raise
+    if window is not None:
+        request.state.rate_limit_windows.append(window)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

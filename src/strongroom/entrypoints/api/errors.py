@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from strongroom.adapters.reporting.port import ReportingUnavailable
-from strongroom.domain.errors import StrongroomError
+from strongroom.domain.errors import RateLimited, ServiceUnavailable, StrongroomError
 from strongroom.entrypoints.api.rendering import error_payload, render
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,12 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return parts[0] + "".join(f"[{p}]" for p in parts[1:])
 
 
+# Fields only the server sets; a request naming one gets a message saying so (still 400, as for
+# any unknown parameter: request bodies forbid extra fields).
+SERVER_OWNED = frozenset(
+    {"merchant", "status", "amount_refunded", "amount_received", "livemode", "id", "object"}
+)
+
 _CODES = {
     "missing": "parameter_missing",
     "extra_forbidden": "parameter_unknown",
@@ -50,7 +56,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StrongroomError)
     async def _known(request: Request, exc: StrongroomError) -> Response:
         stored = render(exc, request_id_of(request))
-        return _json(stored.status, stored.body)
+        response = _json(stored.status, stored.body)
+        if isinstance(exc, RateLimited | ServiceUnavailable):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -63,6 +72,8 @@ def install(app: FastAPI) -> None:
             message = "The request body is required."
         elif kind == "missing":
             message = f"Missing required param: {param}."
+        elif kind == "extra_forbidden" and param in SERVER_OWNED:
+            message = f"{param} is set by Strongroom and cannot be sent."
         elif kind == "extra_forbidden":
             message = f"Received unknown parameter: {param}."
         elif kind == "string_pattern_mismatch":

@@ -68,9 +68,20 @@ async def read_body(receive: Receive, *, limit: int | None = None) -> bytes | No
     return b"".join(chunks)
 
 
-async def send_error(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    close: bool = False,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """A JSON error response sent straight from middleware, before any route runs."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

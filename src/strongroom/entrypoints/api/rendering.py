@@ -19,6 +19,7 @@ from strongroom.domain.errors import (
     PermissionDenied,
     RateLimited,
     ResourceMissing,
+    ServiceUnavailable,
     StrongroomError,
 )
 from strongroom.domain.model import Customer, PaymentIntent, Refund
@@ -122,6 +123,8 @@ def status_of(error: StrongroomError) -> int:
             return 403
         case RateLimited():
             return 429
+        case ServiceUnavailable():
+            return 503
         case GatewayUnavailable():
             return 502
         case _:

@@ -386,16 +386,17 @@ def exports(names: Sequence[str], csrf: str) -> str:
 
 
 def payments(
-    rows: Sequence[tuple[str, str, str, str]],
+    rows: Sequence[tuple[str, str, str, str, str]],
     threshold: int,
     csrf: str,
     *,
     owner: bool,
     message: str | None = None,
 ) -> str:
-    """`rows`: (id, amount shown, status, refundable minor units) of recent test payments."""
+    """`rows`: (id, amount shown, status, refundable minor units, customer's e-mail, masked
+    for roles that see personal data masked) of recent test payments."""
     table = "".join(
-        f"<tr><td>{esc(i)}</td><td>{esc(a)}</td><td>{esc(s)}</td><td>"
+        f"<tr><td>{esc(i)}</td><td>{esc(c)}</td><td>{esc(a)}</td><td>{esc(s)}</td><td>"
         + (
             f'<form method="post" action="/console/payments/{esc(i)}/refund">{_csrf(csrf)}'
             f'<input name="amount" inputmode="numeric" value="{esc(r)}" '
@@ -405,7 +406,7 @@ def payments(
             else ""
         )
         + "</td></tr>"
-        for i, a, s, r in rows
+        for i, a, s, r, c in rows
     )
     setting = (
         f'<form method="post" action="/console/payments/threshold">{_csrf(csrf)}'
@@ -416,6 +417,7 @@ def payments(
         else f"<p>Refunds above {threshold} (minor units) need a fresh second factor.</p>"
     )
     return error(message) + (
-        f'<table id="payments"><tr><th>Payment</th><th>Amount</th><th>Status</th><th></th></tr>'
-        f'{table}</table>{setting}<p><a href="/console">Back</a></p>'
+        '<table id="payments"><tr><th>Payment</th><th>Customer</th><th>Amount</th>'
+        f"<th>Status</th><th></th></tr>{table}</table>"
+        f'{setting}<p><a href="/console">Back</a></p>'
     )

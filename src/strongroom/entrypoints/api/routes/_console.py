@@ -17,10 +17,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import Origin
-from strongroom.domain.errors import AuthenticationError
+from strongroom.domain.errors import AuthenticationError, PermissionDenied
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.pages import console as pages
 from strongroom.entrypoints.api.pages import origin_of
+from strongroom.service_layer.commands import Caller
 from strongroom.service_layer.sessions import SESSION_EXPIRED, Session
 
 COOKIE = "__Host-strongroom_session"
@@ -105,13 +106,14 @@ async def live_session(
 
 
 async def posted(
-    request: Request, container: Container, *, complete: bool = True, owner: bool = False
+    request: Request, container: Container, *, complete: bool = True, action: str | None = None
 ) -> tuple[dict[str, str], Session, str]:
     """A form POSTed with a session: its fields, the session and its token, once the Origin,
-    the session (complete, and an owner's, when asked) and the CSRF token all check out."""
+    the session (complete, and allowed `action` by the policy, when named) and the CSRF token
+    all check out."""
     form = await read_form(request, container)
-    if owner:
-        session, token = await owner_session(request, container)
+    if action is not None:
+        session, token = await allowed_session(request, container, action)
     else:
         session, token = await live_session(request, container, complete=complete)
     if not container.sessions.csrf_ok(token, form.get("csrf_token")):
@@ -131,11 +133,32 @@ def unless_stepped_up(
     return html("Second factor", pages.second_factor(csrf, message, then), 401)
 
 
-async def owner_session(request: Request, container: Container) -> tuple[Session, str]:
-    session, token = await live_session(request, container)
+async def operator_caller(
+    container: Container, session: Session, request: Request, *, livemode: bool = False
+) -> Caller:
+    """The session's operator as the policy and the audit log see them."""
     operator = await container.operators.get(session.operator_id)
-    if operator.role.value != "owner":
-        raise Refused(403, "Operators", pages.error("Only an owner manages operators."))
+    return Caller(
+        merchant_id=operator.merchant_id,
+        livemode=livemode,
+        origin=origin(request),
+        operator_id=operator.id,
+        role=operator.role.value,
+        second_factor_at=session.second_factor_at,
+    )
+
+
+async def allowed_session(
+    request: Request, container: Container, action: str
+) -> tuple[Session, str]:
+    """The request's live session, once the policy allows its operator `action` (else 403,
+    audited, with the policy's reason)."""
+    session, token = await live_session(request, container)
+    caller = await operator_caller(container, session, request)
+    try:
+        await container.authz.require(caller, action)
+    except PermissionDenied as exc:
+        raise Refused(403, "Not allowed", pages.error(exc.message)) from None
     return session, token
 
 

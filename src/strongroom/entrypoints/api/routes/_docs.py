@@ -15,11 +15,13 @@ _DESCRIPTIONS = {
     409: "The object's status forbids this, or the Idempotency-Key is in use.",
     413: "The request body is too large.",
     422: "The Idempotency-Key was used with other parameters or on another endpoint.",
+    429: "Too many requests for this key or address; retry after Retry-After seconds.",
     502: "The gateway's answer is unknown; retry with the same Idempotency-Key.",
+    503: "The shared rate limiter is down, so writes are paused; retry after Retry-After.",
 }
 
-READ = (400, 401, 403, 404)
-WRITE = (400, 401, 403, 404, 409, 413, 422)
+READ = (400, 401, 403, 404, 429)
+WRITE = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 PAYMENT = (*WRITE, 402, 502)
 
 

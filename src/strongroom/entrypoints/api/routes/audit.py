@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from strongroom.adapters.db.audit_store import LoggedEvent, TreeHead
 from strongroom.domain.audit import iso_utc
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep
+from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, action
 from strongroom.entrypoints.api.routes._docs import READ, errors
 from strongroom.entrypoints.api.schemas import (
     NO_NUL,
@@ -54,7 +54,12 @@ def _event_out(logged: LoggedEvent) -> AuditEventOut:
     )
 
 
-@router.get("/events", response_model=AuditEventList, responses=errors(*READ))
+@router.get(
+    "/events",
+    response_model=AuditEventList,
+    responses=errors(*READ),
+    openapi_extra=action("audit.read"),
+)
 async def list_events(
     caller: CallerDep,
     container: ContainerDep,
@@ -86,12 +91,22 @@ def _head_out(signed: tuple[TreeHead, str]) -> TreeHeadOut:
     )
 
 
-@router.get("/tree_heads/latest", response_model=TreeHeadOut, responses=errors(*READ))
+@router.get(
+    "/tree_heads/latest",
+    response_model=TreeHeadOut,
+    responses=errors(*READ),
+    openapi_extra=action("audit.read"),
+)
 async def latest_tree_head(caller: CallerDep, container: ContainerDep) -> Response:
     return _json(_head_out(await container.audit.tree_head(caller)))
 
 
-@router.get("/tree_heads", response_model=TreeHeadOut, responses=errors(*READ))
+@router.get(
+    "/tree_heads",
+    response_model=TreeHeadOut,
+    responses=errors(*READ),
+    openapi_extra=action("audit.read"),
+)
 async def tree_head(
     caller: CallerDep,
     container: ContainerDep,
@@ -101,7 +116,12 @@ async def tree_head(
     return _json(_head_out(await container.audit.tree_head(caller, tree_size)))
 
 
-@router.get("/events/{event_id}/proof", response_model=InclusionProofOut, responses=errors(*READ))
+@router.get(
+    "/events/{event_id}/proof",
+    response_model=InclusionProofOut,
+    responses=errors(*READ),
+    openapi_extra=action("audit.read"),
+)
 async def inclusion_proof(
     event_id: PathId, caller: CallerDep, container: ContainerDep, tree_size: TreeSize = None
 ) -> Response:
@@ -116,7 +136,12 @@ async def inclusion_proof(
     )
 
 
-@router.get("/consistency", response_model=ConsistencyProofOut, responses=errors(*READ))
+@router.get(
+    "/consistency",
+    response_model=ConsistencyProofOut,
+    responses=errors(*READ),
+    openapi_extra=action("audit.read"),
+)
 async def consistency_proof(
     caller: CallerDep,
     container: ContainerDep,

@@ -15,8 +15,9 @@ from fastapi.responses import Response
 from strongroom.adapters.reporting.port import ReportName, ReportQuery
 from strongroom.bootstrap import Container
 from strongroom.domain.audit import Actor, ActorType, AuditTag
+from strongroom.domain.authorization import mask_email
 from strongroom.domain.errors import InvalidRequest, PermissionDenied, StrongroomError
-from strongroom.entrypoints.api.deps import ContainerDep
+from strongroom.entrypoints.api.deps import ContainerDep, action
 from strongroom.entrypoints.api.pages import console as pages
 from strongroom.entrypoints.api.pages.checkout import display_amount
 from strongroom.entrypoints.api.routes import _console as web
@@ -66,19 +67,19 @@ async def _operators_page(
     return pages.operators(everyone, me.id, csrf, container.clock.now(), message)
 
 
-@router.get("/operators")
+@router.get("/operators", openapi_extra=action("operators.read"))
 async def operators_page(request: Request, container: ContainerDep) -> Response:
     try:
-        session, token = await web.owner_session(request, container)
+        session, token = await web.allowed_session(request, container, "operators.read")
     except web.Refused as exc:
         return web.refusal(exc)
     return web.html("Operators", await _operators_page(container, session, token))
 
 
-@router.post("/operators/invite")
+@router.post("/operators/invite", openapi_extra=action("operators.write"))
 async def invite(request: Request, container: ContainerDep) -> Response:
     try:
-        form, session, token = await web.posted(request, container, owner=True)
+        form, session, token = await web.posted(request, container, action="operators.write")
         await container.invitations.invite(
             session.operator_id,
             form.get("email", ""),
@@ -94,18 +95,18 @@ async def invite(request: Request, container: ContainerDep) -> Response:
     return web.redirect("/console/operators")
 
 
-@router.post("/operators/{operator_id}/{action}")
+@router.post("/operators/{operator_id}/{change}", openapi_extra=action("operators.write"))
 async def manage(
-    operator_id: str, action: str, request: Request, container: ContainerDep
+    operator_id: str, change: str, request: Request, container: ContainerDep
 ) -> Response:
     try:
-        form, session, token = await web.posted(request, container, owner=True)
+        form, session, token = await web.posted(request, container, action="operators.write")
         target = operator_id[:40]
-        if action == "unlock":
+        if change == "unlock":
             await container.operators.unlock(
                 session.operator_id, target, origin=web.origin(request)
             )
-        elif action == "role":
+        elif change == "role":
             await container.operators.change_role(
                 session.operator_id,
                 target,
@@ -145,19 +146,19 @@ async def create_app_tokens(request: Request, container: ContainerDep) -> Respon
 
 
 # --- API keys (owners only; a sensitive act: needs a second factor within 5 minutes) ---------
-@router.get("/api-keys")
+@router.get("/api-keys", openapi_extra=action("api_keys.write"))
 async def api_keys_page(request: Request, container: ContainerDep) -> Response:
     try:
-        _, token = await web.owner_session(request, container)
+        _, token = await web.allowed_session(request, container, "api_keys.write")
     except web.Refused as exc:
         return web.refusal(exc)
     return web.html("API keys", pages.api_keys(container.sessions.csrf_token(token)))
 
 
-@router.post("/api-keys")
+@router.post("/api-keys", openapi_extra=action("api_keys.write"))
 async def create_api_key(request: Request, container: ContainerDep) -> Response:
     try:
-        form, session, token = await web.posted(request, container, owner=True)
+        form, session, token = await web.posted(request, container, action="api_keys.write")
     except web.Refused as exc:
         return web.refusal(exc)
     if (ask := web.unless_stepped_up(container, session, token, "/console/api-keys")) is not None:
@@ -178,10 +179,10 @@ async def create_api_key(request: Request, container: ContainerDep) -> Response:
 
 
 # --- gateway credentials, exports and refunds: sensitive acts with step-up --------------------
-@router.get("/gateways")
+@router.get("/gateways", openapi_extra=action("gateway_accounts.read"))
 async def gateways_page(request: Request, container: ContainerDep) -> Response:
     try:
-        session, token = await web.owner_session(request, container)
+        session, token = await web.allowed_session(request, container, "gateway_accounts.read")
     except web.Refused as exc:
         return web.refusal(exc)
     return web.html("Gateway accounts", await _gateways_body(container, session, token))
@@ -200,22 +201,10 @@ async def _gateways_body(
     return pages.gateways(accounts, container.sessions.csrf_token(token), message)
 
 
-async def _operator_caller(
-    container: Container, session: Session, request: Request, *, livemode: bool = False
-) -> c.Caller:
-    operator = await container.operators.get(session.operator_id)
-    return c.Caller(
-        merchant_id=operator.merchant_id,
-        livemode=livemode,
-        origin=web.origin(request),
-        operator_id=operator.id,
-    )
-
-
-@router.post("/gateways")
+@router.post("/gateways", openapi_extra=action("gateway_accounts.write"))
 async def add_gateway(request: Request, container: ContainerDep) -> Response:
     try:
-        form, session, token = await web.posted(request, container, owner=True)
+        form, session, token = await web.posted(request, container, action="gateway_accounts.write")
     except web.Refused as exc:
         return web.refusal(exc)
     if (ask := web.unless_stepped_up(container, session, token, "/console/gateways")) is not None:
@@ -224,7 +213,7 @@ async def add_gateway(request: Request, container: ContainerDep) -> Response:
         credentials = json.loads(form.get("credentials") or "{}")
         if not isinstance(credentials, dict):
             raise InvalidRequest("The credentials must be a JSON object.", param="credentials")
-        caller = await _operator_caller(container, session, request)
+        caller = await web.operator_caller(container, session, request)
         await container.gateway_accounts.create(caller, form.get("provider", ""), credentials)
     except ValueError:
         body = await _gateways_body(container, session, token, "The credentials are not JSON.")
@@ -235,16 +224,16 @@ async def add_gateway(request: Request, container: ContainerDep) -> Response:
     return web.redirect("/console/gateways")
 
 
-@router.post("/gateways/{account_id}/remove")
+@router.post("/gateways/{account_id}/remove", openapi_extra=action("gateway_accounts.write"))
 async def remove_gateway(account_id: str, request: Request, container: ContainerDep) -> Response:
     try:
-        _, session, token = await web.posted(request, container, owner=True)
+        _, session, token = await web.posted(request, container, action="gateway_accounts.write")
     except web.Refused as exc:
         return web.refusal(exc)
     if (ask := web.unless_stepped_up(container, session, token, "/console/gateways")) is not None:
         return ask
     try:
-        caller = await _operator_caller(container, session, request)
+        caller = await web.operator_caller(container, session, request)
         await container.gateway_accounts.delete(caller, account_id[:40])
     except InvalidRequest as exc:
         body = await _gateways_body(container, session, token, exc.message)
@@ -252,20 +241,20 @@ async def remove_gateway(account_id: str, request: Request, container: Container
     return web.redirect("/console/gateways")
 
 
-@router.get("/exports")
+@router.get("/exports", openapi_extra=action("reports.export"))
 async def exports_page(request: Request, container: ContainerDep) -> Response:
     try:
-        _, token = await web.live_session(request, container)
+        _, token = await web.allowed_session(request, container, "reports.export")
     except web.Refused as exc:
         return web.refusal(exc)
     names = [n.value for n in ReportName]
     return web.html("Exports", pages.exports(names, container.sessions.csrf_token(token)))
 
 
-@router.post("/exports")
+@router.post("/exports", openapi_extra=action("reports.export"))
 async def export(request: Request, container: ContainerDep) -> Response:
     try:
-        form, session, token = await web.posted(request, container)
+        form, session, token = await web.posted(request, container, action="reports.export")
     except web.Refused as exc:
         return web.refusal(exc)
     if (ask := web.unless_stepped_up(container, session, token, "/console/exports")) is not None:
@@ -274,9 +263,9 @@ async def export(request: Request, container: ContainerDep) -> Response:
         name = ReportName(form.get("report", ""))
     except ValueError:
         return web.html("Exports", pages.error("No such report."), 400)
-    caller = await _operator_caller(container, session, request)
+    caller = await web.operator_caller(container, session, request)
     report = await container.reporting.report(
-        name, ReportQuery(livemode=caller.livemode, merchant_id=caller.merchant_id)
+        name, ReportQuery(livemode=caller.livemode, merchant_id=caller.merchant_id), fresh=True
     )
     await container.audit.record_alone(
         container.audit.by_caller(caller, AuditTag.REPORT_EXPORT, resource=("report", name.value))
@@ -288,10 +277,10 @@ async def export(request: Request, container: ContainerDep) -> Response:
     )
 
 
-@router.get("/payments")
+@router.get("/payments", openapi_extra=action("payment_intents.read"))
 async def payments_page(request: Request, container: ContainerDep) -> Response:
     try:
-        session, token = await web.live_session(request, container)
+        session, token = await web.allowed_session(request, container, "payment_intents.read")
     except web.Refused as exc:
         return web.refusal(exc)
     return web.html("Payments", await _payments_body(container, session, token, request))
@@ -304,28 +293,36 @@ async def _payments_body(
     request: Request,
     message: str | None = None,
 ) -> str:
-    caller = await _operator_caller(container, session, request)
+    caller = await container.authz.require(
+        await web.operator_caller(container, session, request), "payment_intents.read"
+    )
+    masked = caller.decision is not None and caller.decision.mask
     recent, _ = await container.payments.list_payment_intents(caller, limit=20, starting_after=None)
-    rows = [
-        (
-            pi.id,
-            display_amount(pi.amount, pi.currency),
-            pi.status.value,
-            str(pi.amount_received - pi.amount_refunded),
+    customers = await container.payments.customers_of(caller, recent)
+    rows = []
+    for pi in recent:
+        customer = customers.get(pi.customer_id or "")
+        email = customer.email if customer is not None else None
+        rows.append(
+            (
+                pi.id,
+                display_amount(pi.amount, pi.currency),
+                pi.status.value,
+                str(pi.amount_received - pi.amount_refunded),
+                (mask_email(email) if masked else email) or "",
+            )
         )
-        for pi in recent
-    ]
-    operator = await container.operators.get(session.operator_id)
-    threshold = await container.merchants.refund_step_up_amount(operator.merchant_id)
+    threshold = await container.merchants.refund_step_up_amount(caller.merchant_id)
     csrf = container.sessions.csrf_token(token)
-    owner = operator.role.value == "owner"
-    return pages.payments(rows, threshold, csrf, owner=owner, message=message)
+    return pages.payments(rows, threshold, csrf, owner=caller.role == "owner", message=message)
 
 
-@router.post("/payments/threshold")
+@router.post("/payments/threshold", openapi_extra=action("merchant.settings.write"))
 async def set_threshold(request: Request, container: ContainerDep) -> Response:
     try:
-        form, session, token = await web.posted(request, container, owner=True)
+        form, session, token = await web.posted(
+            request, container, action="merchant.settings.write"
+        )
     except web.Refused as exc:
         return web.refusal(exc)
     if (ask := web.unless_stepped_up(container, session, token, "/console/payments")) is not None:
@@ -344,27 +341,26 @@ async def set_threshold(request: Request, container: ContainerDep) -> Response:
     return web.redirect("/console/payments")
 
 
-@router.post("/payments/{payment_intent}/refund")
+@router.post("/payments/{payment_intent}/refund", openapi_extra=action("refunds.create"))
 async def refund(payment_intent: str, request: Request, container: ContainerDep) -> Response:
-    """Owners and finance operators refund; above the merchant's threshold only with a second
-    factor within the last 5 minutes."""
+    """Who may refund, and how much without a recent second factor, is the policy's (the
+    service asks it with the refund's amount); a refusal for want of a second factor asks
+    for one and comes back."""
     try:
         form, session, token = await web.posted(request, container)
     except web.Refused as exc:
         return web.refusal(exc)
-    operator = await container.operators.get(session.operator_id)
-    if operator.role.value not in ("owner", "finance"):
-        return web.html("Payments", pages.error("Only owners and finance refund."), 403)
     try:
         amount = _whole(form.get("amount", ""))
-        threshold = await container.merchants.refund_step_up_amount(operator.merchant_id)
-        if amount > threshold and (
+        caller = await web.operator_caller(container, session, request)
+        cmd = c.CreateRefund(payment_intent=payment_intent[:40], amount=amount)
+        await container.payments.create_refund(caller, cmd, None)
+    except PermissionDenied as exc:
+        if exc.code == "second_factor_required" and (
             ask := web.unless_stepped_up(container, session, token, "/console/payments")
         ):
             return ask
-        caller = await _operator_caller(container, session, request)
-        cmd = c.CreateRefund(payment_intent=payment_intent[:40], amount=amount)
-        await container.payments.create_refund(caller, cmd, None)
+        return web.html("Payments", pages.error(exc.message), 403)
     except StrongroomError as exc:
         body = await _payments_body(container, session, token, request, exc.message)
         return web.html("Payments", body, 400)

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from strongroom.domain.routing import Routing
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep
+from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, action
 from strongroom.entrypoints.api.rendering import json_response
 from strongroom.entrypoints.api.routes._docs import READ, WRITE, errors
 from strongroom.entrypoints.api.schemas import NO_NUL, Body, PathId
@@ -120,7 +120,12 @@ def _routing(routing: Routing) -> RoutingOut:
     return RoutingOut(rules=doc["rules"], default=doc["default"])
 
 
-@router.post("/v1/gateway_accounts", response_model=GatewayAccountCreated, responses=errors(*WRITE))
+@router.post(
+    "/v1/gateway_accounts",
+    response_model=GatewayAccountCreated,
+    responses=errors(*WRITE),
+    openapi_extra=action("gateway_accounts.write"),
+)
 async def create_gateway_account(
     body: GatewayAccountCreate, caller: CallerDep, container: ContainerDep
 ) -> Response:
@@ -132,7 +137,12 @@ async def create_gateway_account(
     return json_response(out, secret=True)
 
 
-@router.get("/v1/gateway_accounts", response_model=GatewayAccountList, responses=errors(*READ))
+@router.get(
+    "/v1/gateway_accounts",
+    response_model=GatewayAccountList,
+    responses=errors(*READ),
+    openapi_extra=action("gateway_accounts.read"),
+)
 async def list_gateway_accounts(caller: CallerDep, container: ContainerDep) -> Response:
     accounts = await container.gateway_accounts.list(caller)
     url = container.settings.public_url
@@ -145,6 +155,7 @@ async def list_gateway_accounts(caller: CallerDep, container: ContainerDep) -> R
     "/v1/gateway_accounts/{account_id}",
     response_model=GatewayAccountOut,
     responses=errors(*READ),
+    openapi_extra=action("gateway_accounts.read"),
 )
 async def get_gateway_account(
     account_id: PathId, caller: CallerDep, container: ContainerDep
@@ -157,6 +168,7 @@ async def get_gateway_account(
     "/v1/gateway_accounts/{account_id}",
     response_model=GatewayAccountDeleted,
     responses=errors(*WRITE),
+    openapi_extra=action("gateway_accounts.write"),
 )
 async def delete_gateway_account(
     account_id: PathId, caller: CallerDep, container: ContainerDep
@@ -165,12 +177,22 @@ async def delete_gateway_account(
     return json_response(GatewayAccountDeleted(id=account_id))
 
 
-@router.get("/v1/gateway_routing", response_model=RoutingOut, responses=errors(*READ))
+@router.get(
+    "/v1/gateway_routing",
+    response_model=RoutingOut,
+    responses=errors(*READ),
+    openapi_extra=action("gateway_routing.read"),
+)
 async def get_gateway_routing(caller: CallerDep, container: ContainerDep) -> Response:
     return json_response(_routing(await container.gateway_accounts.get_routing(caller)))
 
 
-@router.post("/v1/gateway_routing", response_model=RoutingOut, responses=errors(*WRITE))
+@router.post(
+    "/v1/gateway_routing",
+    response_model=RoutingOut,
+    responses=errors(*WRITE),
+    openapi_extra=action("gateway_routing.write"),
+)
 async def set_gateway_routing(
     body: RoutingIn, caller: CallerDep, container: ContainerDep
 ) -> Response:
@@ -178,7 +200,12 @@ async def set_gateway_routing(
     return json_response(_routing(await container.gateway_accounts.set_routing(caller, doc)))
 
 
-@router.get("/v1/gateways/status", response_model=GatewaysStatus, responses=errors(*READ))
+@router.get(
+    "/v1/gateways/status",
+    response_model=GatewaysStatus,
+    responses=errors(*READ),
+    openapi_extra=action("gateway_accounts.read"),
+)
 async def gateways_status(caller: CallerDep, container: ContainerDep) -> Response:
     """Each of the caller's gateway accounts (and the built-in sandbox) with its circuit
     breaker, as the answering process sees it."""

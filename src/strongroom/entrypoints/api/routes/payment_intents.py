@@ -7,7 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, IdempotencyKey, RespondDep
+from strongroom.entrypoints.api.deps import (
+    CallerDep,
+    ContainerDep,
+    IdempotencyKey,
+    RespondDep,
+    action,
+)
 from strongroom.entrypoints.api.rendering import payment_intent_out
 from strongroom.entrypoints.api.routes._docs import PAYMENT, READ, errors
 from strongroom.entrypoints.api.schemas import (
@@ -25,7 +31,12 @@ from strongroom.service_layer import commands as c
 router = APIRouter(prefix="/v1/payment_intents", tags=["payment_intents"])
 
 
-@router.post("", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
+@router.post(
+    "",
+    response_model=PaymentIntentOut,
+    responses=errors(*PAYMENT),
+    openapi_extra=action("payment_intents.create"),
+)
 async def create_payment_intent(
     body: PaymentIntentCreate,
     respond: RespondDep,
@@ -41,7 +52,12 @@ async def create_payment_intent(
     )
 
 
-@router.get("", response_model=PaymentIntentList, responses=errors(*READ))
+@router.get(
+    "",
+    response_model=PaymentIntentList,
+    responses=errors(*READ),
+    openapi_extra=action("payment_intents.read"),
+)
 async def list_payment_intents(
     caller: CallerDep,
     container: ContainerDep,
@@ -61,7 +77,12 @@ async def list_payment_intents(
     return Response(page.model_dump_json(), media_type="application/json")
 
 
-@router.get("/{intent_id}", response_model=PaymentIntentOut, responses=errors(*READ))
+@router.get(
+    "/{intent_id}",
+    response_model=PaymentIntentOut,
+    responses=errors(*READ),
+    openapi_extra=action("payment_intents.read"),
+)
 async def get_payment_intent(
     intent_id: PathId, caller: CallerDep, container: ContainerDep
 ) -> Response:
@@ -69,7 +90,12 @@ async def get_payment_intent(
     return Response(payment_intent_out(pi).model_dump_json(), media_type="application/json")
 
 
-@router.post("/{intent_id}/confirm", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
+@router.post(
+    "/{intent_id}/confirm",
+    response_model=PaymentIntentOut,
+    responses=errors(*PAYMENT),
+    openapi_extra=action("payment_intents.confirm"),
+)
 async def confirm_payment_intent(
     intent_id: PathId,
     respond: RespondDep,
@@ -84,7 +110,12 @@ async def confirm_payment_intent(
     )
 
 
-@router.post("/{intent_id}/capture", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
+@router.post(
+    "/{intent_id}/capture",
+    response_model=PaymentIntentOut,
+    responses=errors(*PAYMENT),
+    openapi_extra=action("payment_intents.capture"),
+)
 async def capture_payment_intent(
     intent_id: PathId,
     respond: RespondDep,
@@ -99,7 +130,12 @@ async def capture_payment_intent(
     )
 
 
-@router.post("/{intent_id}/cancel", response_model=PaymentIntentOut, responses=errors(*PAYMENT))
+@router.post(
+    "/{intent_id}/cancel",
+    response_model=PaymentIntentOut,
+    responses=errors(*PAYMENT),
+    openapi_extra=action("payment_intents.cancel"),
+)
 async def cancel_payment_intent(
     intent_id: PathId,
     respond: RespondDep,

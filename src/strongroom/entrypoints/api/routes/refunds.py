@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, IdempotencyKey, RespondDep
+from strongroom.entrypoints.api.deps import (
+    CallerDep,
+    ContainerDep,
+    IdempotencyKey,
+    RespondDep,
+    action,
+)
 from strongroom.entrypoints.api.rendering import refund_out
 from strongroom.entrypoints.api.routes._docs import PAYMENT, READ, errors
 from strongroom.entrypoints.api.schemas import PathId, RefundCreate, RefundOut
@@ -14,7 +20,9 @@ from strongroom.service_layer import commands as c
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 
 
-@router.post("", response_model=RefundOut, responses=errors(*PAYMENT))
+@router.post(
+    "", response_model=RefundOut, responses=errors(*PAYMENT), openapi_extra=action("refunds.create")
+)
 async def create_refund(
     body: RefundCreate,
     respond: RespondDep,
@@ -28,7 +36,12 @@ async def create_refund(
     )
 
 
-@router.get("/{refund_id}", response_model=RefundOut, responses=errors(*READ))
+@router.get(
+    "/{refund_id}",
+    response_model=RefundOut,
+    responses=errors(*READ),
+    openapi_extra=action("refunds.read"),
+)
 async def get_refund(refund_id: PathId, caller: CallerDep, container: ContainerDep) -> Response:
     refund = await container.payments.get_refund(caller, refund_id)
     return Response(refund_out(refund).model_dump_json(), media_type="application/json")

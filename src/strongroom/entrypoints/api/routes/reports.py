@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from strongroom.adapters.reporting.port import ReportQuery
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep
+from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, action
 from strongroom.entrypoints.api.routes._docs import READ, errors
 from strongroom.service_layer.reporting import parse_report_name
 
@@ -25,10 +25,19 @@ To = Annotated[date | None, Query(alias="to", description=_DAY)]
 class ReportOut(BaseModel):
     object: Literal["report"] = "report"
     name: str = Field(description="volume, authorization_rate, decline_reasons or refund_rate.")
+    computed_at: int = Field(
+        description="When the rows were computed (Unix seconds); the same result is served for "
+        "up to STRONGROOM_REPORT_CACHE_SECONDS."
+    )
     rows: list[dict[str, Any]]
 
 
-@router.get("/{name}", response_model=ReportOut, responses=errors(*READ))
+@router.get(
+    "/{name}",
+    response_model=ReportOut,
+    responses=errors(*READ),
+    openapi_extra=action("reports.read"),
+)
 async def get_report(
     name: str,
     caller: CallerDep,
@@ -44,5 +53,5 @@ async def get_report(
         parse_report_name(name),
         ReportQuery(livemode=caller.livemode, merchant_id=caller.merchant_id, start=start, end=end),
     )
-    body = ReportOut(name=report.name, rows=report.rows)
+    body = ReportOut.model_validate(report.as_dict())
     return Response(body.model_dump_json(), media_type="application/json")

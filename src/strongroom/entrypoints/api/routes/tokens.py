@@ -12,6 +12,7 @@ Strongroom's. Nothing here logs, and no error repeats what was sent."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from strongroom.adapters.gateways.sandbox import CardToken
 from strongroom.domain.audit import Origin
 from strongroom.domain.errors import InvalidRequest, PermissionDenied
-from strongroom.entrypoints.api.deps import ContainerDep
+from strongroom.entrypoints.api.deps import ContainerDep, action, route_action
 from strongroom.entrypoints.api.errors import request_id_of
 from strongroom.entrypoints.api.pages import origin_of, parse_origin
 from strongroom.entrypoints.api.pan_guard import TOKENIZATION_PATH
@@ -73,7 +74,7 @@ def fields_origin(settings: Settings) -> str:
     return origin_of(settings.tokenization_url or settings.public_url)
 
 
-@router.post("")
+@router.post("", openapi_extra=action("tokens.create"))
 async def create_token(request: Request, container: ContainerDep) -> Response:
     browser_origin = request.headers.get("origin")
     if browser_origin is not None and parse_origin(browser_origin) != fields_origin(
@@ -94,6 +95,7 @@ async def create_token(request: Request, container: ContainerDep) -> Response:
             request_id=request_id_of(request),
         ),
     )
+    caller = await container.authz.require(replace(caller, publishable=True), route_action(request))
     card = CardInput(**{name: _required(fields, name) for name in CARD_FIELDS})
     token = await service.tokenize(caller, card)
     return Response(

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep
+from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, action
 from strongroom.entrypoints.api.rendering import json_response
 from strongroom.entrypoints.api.routes._docs import READ, WRITE, errors
 from strongroom.entrypoints.api.schemas import NO_NUL, PathId
@@ -41,7 +41,10 @@ Cursor = Annotated[str | None, Query(min_length=1, max_length=40, pattern=NO_NUL
 
 
 @router.post(
-    "/v1/webhook_endpoints", response_model=WebhookEndpointWithSecret, responses=errors(*WRITE)
+    "/v1/webhook_endpoints",
+    response_model=WebhookEndpointWithSecret,
+    responses=errors(*WRITE),
+    openapi_extra=action("webhook_endpoints.write"),
 )
 async def create_webhook_endpoint(
     body: WebhookEndpointCreate, caller: CallerDep, container: ContainerDep
@@ -58,7 +61,12 @@ async def create_webhook_endpoint(
     )
 
 
-@router.get("/v1/webhook_endpoints", response_model=WebhookEndpointList, responses=errors(*READ))
+@router.get(
+    "/v1/webhook_endpoints",
+    response_model=WebhookEndpointList,
+    responses=errors(*READ),
+    openapi_extra=action("webhook_endpoints.read"),
+)
 async def list_webhook_endpoints(
     caller: CallerDep,
     container: ContainerDep,
@@ -80,6 +88,7 @@ async def list_webhook_endpoints(
     "/v1/webhook_endpoints/{endpoint_id}",
     response_model=WebhookEndpointOut,
     responses=errors(*READ),
+    openapi_extra=action("webhook_endpoints.read"),
 )
 async def get_webhook_endpoint(
     endpoint_id: PathId, caller: CallerDep, container: ContainerDep
@@ -92,6 +101,7 @@ async def get_webhook_endpoint(
     "/v1/webhook_endpoints/{endpoint_id}",
     response_model=WebhookEndpointOut,
     responses=errors(*WRITE),
+    openapi_extra=action("webhook_endpoints.write"),
 )
 async def update_webhook_endpoint(
     endpoint_id: PathId,
@@ -115,6 +125,7 @@ async def update_webhook_endpoint(
     "/v1/webhook_endpoints/{endpoint_id}",
     response_model=WebhookEndpointDeleted,
     responses=errors(*READ),
+    openapi_extra=action("webhook_endpoints.write"),
 )
 async def delete_webhook_endpoint(
     endpoint_id: PathId, caller: CallerDep, container: ContainerDep
@@ -127,6 +138,7 @@ async def delete_webhook_endpoint(
     "/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
     response_model=WebhookEndpointWithSecret,
     responses=errors(*WRITE),
+    openapi_extra=action("webhook_endpoints.write"),
 )
 async def rotate_webhook_secret(
     endpoint_id: PathId,
@@ -146,6 +158,7 @@ async def rotate_webhook_secret(
     "/v1/webhook_endpoints/{endpoint_id}/deliveries",
     response_model=WebhookDeliveryList,
     responses=errors(*READ),
+    openapi_extra=action("webhook_endpoints.read"),
 )
 async def list_webhook_deliveries(
     endpoint_id: PathId,
@@ -169,6 +182,7 @@ async def list_webhook_deliveries(
     "/v1/webhook_deliveries/{delivery_id}",
     response_model=WebhookDeliveryOut,
     responses=errors(*READ),
+    openapi_extra=action("webhook_endpoints.read"),
 )
 async def get_webhook_delivery(
     delivery_id: PathId, caller: CallerDep, container: ContainerDep
@@ -181,6 +195,7 @@ async def get_webhook_delivery(
     "/v1/webhook_deliveries/{delivery_id}/replay",
     response_model=WebhookDeliveryOut,
     responses=errors(*WRITE),
+    openapi_extra=action("webhook_endpoints.write"),
 )
 async def replay_webhook_delivery(
     delivery_id: PathId, caller: CallerDep, container: ContainerDep
