@@ -136,7 +136,9 @@ def test_sigkilled_workers_lose_nothing_and_reports_match_the_write_store(
     with pg_database("strongroom_crash", template=pg_template) as db:
         settings = {
             "STRONGROOM_DATABASE_URL": asyncpg_url(db),
-            "STRONGROOM_EVENTS_URL": f"{NATS_URL}?stream={nats_stream}",
+            # Events a SIGKILLed worker held come back after ack_wait: 5 s, not the default 60 s,
+            # so the drain does not sit out a minute (and redeliveries of slow ones are tested).
+            "STRONGROOM_EVENTS_URL": f"{NATS_URL}?stream={nats_stream}&ack_wait=5",
             "STRONGROOM_REPORTING_URL": reporting_url,
             "STRONGROOM_KMS_URL": f"local:///{tmp_path / 'keyring'}",
             "STRONGROOM_WEBHOOK_ALLOW_LOOPBACK": "true",

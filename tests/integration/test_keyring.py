@@ -529,6 +529,9 @@ def _cli_json(database_url: str, kms_url: str, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
+# PostgreSQL only: the command's parsing and output do not depend on the store, the service
+# layer under it runs on both stores in the tests above, and each run starts several processes.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_keys_commands(
     database_url: str, kms_url: str, container: Container, clock: FakeClock
 ) -> None:

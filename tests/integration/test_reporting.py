@@ -910,6 +910,9 @@ async def test_a_key_sees_only_its_merchant_and_mode(
     assert [r["amount"] for r in ours.json()["rows"]] == [999]
 
 
+# PostgreSQL only: the command's parsing and output do not depend on the store, the service
+# layer under it runs on both stores in the tests above, and each run starts several processes.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_report_command(
     database_url: str, container: Container, clock: FakeClock, reporting_url: str
 ) -> None:
