@@ -403,12 +403,18 @@ def main() -> int:
             f"(rounds: {shown})"
         )
     if authz_ratio is not None:
-        pairs = zip(authz_slices["noauthz"], authz_slices["authz"], strict=False)
-        shown = ", ".join(f"{a.payments_per_s:.0f}/{b.payments_per_s:.0f}" for a, b in pairs)
+        longrun = alternating(results, "noauthz", "longrun", problems)[0]["longrun"]
+        rounds = zip(authz_slices["noauthz"], authz_slices["authz"], longrun, strict=False)
+        shown = ", ".join(
+            f"{a.payments_per_s:.0f}/{b.payments_per_s:.0f}/{c.payments_per_s:.0f}"
+            for a, b, c in rounds
+        )
+        seconds = sum(r.seconds for r in longrun)
+        longrun_rate = sum(r.ok for r in longrun) / seconds if seconds else float("nan")
         print(
-            f"policy+rate limits off/on, alternating {len(authz_slices['authz'])} rounds: "
-            f"{authz_rates['noauthz']:.1f} / {authz_rates['authz']:.1f} payments/s "
-            f"(rounds: {shown})"
+            f"policy+rate limits off/on (fresh servers)/on (serving since the start), "
+            f"alternating {len(authz_slices['authz'])} rounds: {authz_rates['noauthz']:.1f} / "
+            f"{authz_rates['authz']:.1f} / {longrun_rate:.1f} payments/s (rounds: {shown})"
         )
     if policy:
         print(

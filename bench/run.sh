@@ -20,7 +20,8 @@
 #   BENCH_PGBENCH_SCALE=16  BENCH_PGHOST=127.0.0.1  BENCH_PGPORT=5432  BENCH_PGUSER=postgres
 #   BENCH_AUDIT_ENTRIES=1000000  BENCH_AUDIT_ROUNDS=4  BENCH_AUDIT_SLICE=8 (seconds)
 #   BENCH_REPORT_ROUNDS=3  BENCH_REPORT_RATE=4 (report requests/s during a "reports" slice)
-#   BENCH_AUTHZ_ROUNDS=4  alternating slices with the policy and rate limits (Redis) on, then off
+#   BENCH_AUTHZ_ROUNDS=4  alternating slices on two fresh servers with the policy and rate limits
+#                     (Redis) off and on, then on the long-running audited server
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379/0 (the rate-limit counters every server shares)
 #   BENCH_REPORTS=0   skip bench/reports.py (1,000,000 payments: reporting store vs write store)
 #   BENCH_RELAY=0     skip bench/relay.py (outbox drain rate vs create rate, into JetStream)
@@ -116,6 +117,10 @@ cleanup() {
   stop_server
   SERVER_PID="${BASE_PID:-}" # the baseline server, if it is still up
   stop_server
+  SERVER_PID="${NOAUTHZ_PID:-}" # the authorization phase's two, if they are still up
+  stop_server
+  SERVER_PID="${AUTHZ_PID:-}"
+  stop_server
   if [[ -n "$BG_WORKER_PID" ]]; then
     kill -TERM -- "-$BG_WORKER_PID" 2>/dev/null || true
     wait "$BG_WORKER_PID" 2>/dev/null || true
@@ -181,6 +186,7 @@ free_port() {
 AUDIT_PORT="$(free_port)"
 BASE_PORT="$(free_port)"
 NOAUTHZ_PORT="$(free_port)"
+AUTHZ_PORT="$(free_port)"
 PORT="$AUDIT_PORT"
 URL="http://127.0.0.1:$PORT"
 
@@ -310,24 +316,44 @@ stop_server # the baseline server; the rest of the load goes to the audited one
 BASE_PID=""
 use_server audit
 
-# The policy's and the rate limits' cost (issue 7): the audited server (policy asked, counters
-# in Redis) alternating with one that asks no policy and counts nothing.
+# The policy's and the rate limits' cost (issue 7): two servers started now, alike but for the
+# policy and the counters (in Redis), alternating; and, as a third slice each round, the audited
+# server that has been serving since the start, to show whether a server that has run longer is
+# slower (it must not be).
 PORT="$NOAUTHZ_PORT" URL="http://127.0.0.1:$NOAUTHZ_PORT"
 STRONGROOM_POLICY_ENFORCED=false STRONGROOM_RATELIMIT_ENABLED=false \
   start_server "$OUT/server-noauthz.log"
-BASE_PORT="$NOAUTHZ_PORT" BASE_PID="$SERVER_PID" BASE_WORKER_PIDS="$WORKER_PIDS"
-use_server base
+NOAUTHZ_PID="$SERVER_PID" NOAUTHZ_WORKER_PIDS="$WORKER_PIDS"
+PORT="$AUTHZ_PORT" URL="http://127.0.0.1:$AUTHZ_PORT"
+start_server "$OUT/server-authz.log"
+AUTHZ_PID="$SERVER_PID" AUTHZ_WORKER_PIDS="$WORKER_PIDS"
+# use_authz_server noauthz|authz: point run_wrk at one of the two.
+use_authz_server() {
+  if [[ $1 == noauthz ]]; then
+    PORT="$NOAUTHZ_PORT" SERVER_PID="$NOAUTHZ_PID" WORKER_PIDS="$NOAUTHZ_WORKER_PIDS"
+  else
+    PORT="$AUTHZ_PORT" SERVER_PID="$AUTHZ_PID" WORKER_PIDS="$AUTHZ_WORKER_PIDS"
+  fi
+  URL="http://127.0.0.1:$PORT"
+}
+use_authz_server noauthz
 run_wrk warmup-noauthz key "$WARMUP" >/dev/null
-log "authorization cost: $AUTHZ_ROUNDS rounds of ${AUDIT_SLICE}s with policy and rate limits off, then on"
+use_authz_server authz
+run_wrk warmup-authz key "$WARMUP" >/dev/null
+log "authorization cost: $AUTHZ_ROUNDS rounds of ${AUDIT_SLICE}s with policy and rate limits off, on, and on in the long-running server"
 for round in $(seq "$AUTHZ_ROUNDS"); do
-  use_server base
+  use_authz_server noauthz
   run_wrk "noauthz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
-  use_server audit
+  use_authz_server authz
   run_wrk "authz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  use_server audit
+  run_wrk "longrun-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
 done
-use_server base
-stop_server
-BASE_PID=""
+for side in noauthz authz; do
+  use_authz_server "$side"
+  stop_server
+done
+NOAUTHZ_PID="" AUTHZ_PID=""
 use_server audit
 
 # Reports are served from the reporting store, never the write store: the payment rate should

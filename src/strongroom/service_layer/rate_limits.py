@@ -24,6 +24,7 @@ seconds to reset `t`).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -132,7 +133,7 @@ class RateLimits:
         self, route: RouteClass, key_id: str, merchant_limits: Mapping[str, str] | None
     ) -> Window | None:
         own = (merchant_limits or {}).get(route.value)
-        item = parse(own) if own else self.defaults.per_key.get(route)
+        item = _parsed(own) if own else self.defaults.per_key.get(route)
         if item is None:
             return None
         return await self._hit(f"key-{route}", route, item, key_id)
@@ -168,6 +169,12 @@ class RateLimits:
         # The limits library's windows run on time.time(), so their reset does too.
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         return Window(name, item.amount, item.get_expiry(), stats.remaining, reset)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(limit: str) -> RateLimitItem:
+    """A merchant's own limit (e.g. "500/minute"), parsed once rather than on every request."""
+    return parse(limit)
 
 
 class Throttled(RateLimited):
