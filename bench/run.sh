@@ -95,6 +95,8 @@ OUT="$BENCH_DIR/results/$RUN_ID"
 mkdir -p "$OUT"
 SERVER_PID=""
 BG_WORKER_PID=""
+# The servers started so far, by name (see remember_server and use_server).
+declare -A SERVER_PORTS=() SERVER_PIDS=() SERVER_WORKERS=()
 DBS_CREATED=()
 
 stop_server() {
@@ -115,12 +117,10 @@ cleanup() {
   local rc=$?
   trap - EXIT
   stop_server
-  SERVER_PID="${BASE_PID:-}" # the baseline server, if it is still up
-  stop_server
-  SERVER_PID="${NOAUTHZ_PID:-}" # the authorization phase's two, if they are still up
-  stop_server
-  SERVER_PID="${AUTHZ_PID:-}"
-  stop_server
+  for name in "${!SERVER_PIDS[@]}"; do # every other server still up
+    SERVER_PID="${SERVER_PIDS[$name]}"
+    stop_server
+  done
   if [[ -n "$BG_WORKER_PID" ]]; then
     kill -TERM -- "-$BG_WORKER_PID" 2>/dev/null || true
     wait "$BG_WORKER_PID" 2>/dev/null || true
@@ -225,23 +225,27 @@ start_server() {
 # Two servers on the same database: the baseline with payment audit events off, and the one
 # measured throughout. The audit log's cost is measured by alternating short runs between them,
 # so a machine whose speed drifts during the run (this one does) weighs on both alike.
-PORT="$BASE_PORT" URL="http://127.0.0.1:$BASE_PORT"
-STRONGROOM_AUDIT_PAYMENT_EVENTS=false start_server "$OUT/server-noaudit.log"
-BASE_PID="$SERVER_PID" BASE_WORKER_PIDS="$WORKER_PIDS"
-PORT="$AUDIT_PORT" URL="http://127.0.0.1:$AUDIT_PORT"
-start_server "$OUT/server.log"
-AUDIT_PID="$SERVER_PID"
-
-# use_server base|audit: point run_wrk (and cpustat) at one of the two.
+# remember_server NAME: the server start_server just started, under NAME.
+remember_server() {
+  SERVER_PORTS[$1]="$PORT" SERVER_PIDS[$1]="$SERVER_PID" SERVER_WORKERS[$1]="$WORKER_PIDS"
+}
+# use_server NAME: point run_wrk (and cpustat) at a remembered server.
 use_server() {
-  if [[ $1 == base ]]; then
-    PORT="$BASE_PORT" SERVER_PID="$BASE_PID" WORKER_PIDS="$BASE_WORKER_PIDS"
-  else
-    PORT="$AUDIT_PORT" SERVER_PID="$AUDIT_PID" WORKER_PIDS="$AUDIT_WORKER_PIDS"
-  fi
+  PORT="${SERVER_PORTS[$1]}" SERVER_PID="${SERVER_PIDS[$1]}" WORKER_PIDS="${SERVER_WORKERS[$1]}"
   URL="http://127.0.0.1:$PORT"
 }
-AUDIT_WORKER_PIDS="$WORKER_PIDS"
+# retire_server NAME: stop it and forget it.
+retire_server() {
+  use_server "$1"
+  stop_server
+  unset "SERVER_PORTS[$1]" "SERVER_PIDS[$1]" "SERVER_WORKERS[$1]"
+}
+PORT="$BASE_PORT" URL="http://127.0.0.1:$BASE_PORT"
+STRONGROOM_AUDIT_PAYMENT_EVENTS=false start_server "$OUT/server-noaudit.log"
+remember_server base
+PORT="$AUDIT_PORT" URL="http://127.0.0.1:$AUDIT_PORT"
+start_server "$OUT/server.log"
+remember_server audit
 # The background loops (gateway recovery, the audit sequencer) in their own process, as in
 # production; it runs through every load run, so each pays for it alike.
 setsid "$BIN/strongroom" worker >"$OUT/worker.log" 2>&1 &
@@ -311,9 +315,7 @@ for round in $(seq "$AUDIT_ROUNDS"); do
   use_server audit
   run_wrk "audit-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
 done
-use_server base
-stop_server # the baseline server; the rest of the load goes to the audited one
-BASE_PID=""
+retire_server base # the rest of the load goes to the audited one
 use_server audit
 
 # The policy's and the rate limits' cost (issue 7): two servers started now, alike but for the
@@ -323,37 +325,25 @@ use_server audit
 PORT="$NOAUTHZ_PORT" URL="http://127.0.0.1:$NOAUTHZ_PORT"
 STRONGROOM_POLICY_ENFORCED=false STRONGROOM_RATELIMIT_ENABLED=false \
   start_server "$OUT/server-noauthz.log"
-NOAUTHZ_PID="$SERVER_PID" NOAUTHZ_WORKER_PIDS="$WORKER_PIDS"
+remember_server noauthz
 PORT="$AUTHZ_PORT" URL="http://127.0.0.1:$AUTHZ_PORT"
 start_server "$OUT/server-authz.log"
-AUTHZ_PID="$SERVER_PID" AUTHZ_WORKER_PIDS="$WORKER_PIDS"
-# use_authz_server noauthz|authz: point run_wrk at one of the two.
-use_authz_server() {
-  if [[ $1 == noauthz ]]; then
-    PORT="$NOAUTHZ_PORT" SERVER_PID="$NOAUTHZ_PID" WORKER_PIDS="$NOAUTHZ_WORKER_PIDS"
-  else
-    PORT="$AUTHZ_PORT" SERVER_PID="$AUTHZ_PID" WORKER_PIDS="$AUTHZ_WORKER_PIDS"
-  fi
-  URL="http://127.0.0.1:$PORT"
-}
-use_authz_server noauthz
+remember_server authz
+use_server noauthz
 run_wrk warmup-noauthz key "$WARMUP" >/dev/null
-use_authz_server authz
+use_server authz
 run_wrk warmup-authz key "$WARMUP" >/dev/null
 log "authorization cost: $AUTHZ_ROUNDS rounds of ${AUDIT_SLICE}s with policy and rate limits off, on, and on in the long-running server"
 for round in $(seq "$AUTHZ_ROUNDS"); do
-  use_authz_server noauthz
+  use_server noauthz
   run_wrk "noauthz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
-  use_authz_server authz
+  use_server authz
   run_wrk "authz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
   use_server audit
   run_wrk "longrun-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
 done
-for side in noauthz authz; do
-  use_authz_server "$side"
-  stop_server
-done
-NOAUTHZ_PID="" AUTHZ_PID=""
+retire_server noauthz
+retire_server authz
 use_server audit
 
 # Reports are served from the reporting store, never the write store: the payment rate should
@@ -427,7 +417,7 @@ if [[ "$PROFILE" == 1 ]]; then
 fi
 
 log "stopping the server"
-stop_server
+retire_server audit
 kill -TERM -- "-$BG_WORKER_PID" 2>/dev/null || true
 wait "$BG_WORKER_PID" 2>/dev/null || true
 BG_WORKER_PID=""
