@@ -302,6 +302,12 @@ run_wrk() {
     "$OUT/wrk-$name.txt" || true
 }
 
+# run_slice SERVER NAME: one alternating slice of $AUDIT_SLICE seconds on a remembered server.
+run_slice() {
+  use_server "$1"
+  run_wrk "$2" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+}
+
 log "warm-up: ${WARMUP}s on each server"
 use_server base
 run_wrk warmup-noaudit key "$WARMUP" >/dev/null
@@ -310,10 +316,8 @@ run_wrk warmup key "$WARMUP" >/dev/null
 
 log "audit cost: $AUDIT_ROUNDS rounds of ${AUDIT_SLICE}s with payment audit events off, then on"
 for round in $(seq "$AUDIT_ROUNDS"); do
-  use_server base
-  run_wrk "noaudit-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
-  use_server audit
-  run_wrk "audit-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  run_slice base "noaudit-$round"
+  run_slice audit "audit-$round"
 done
 retire_server base # the rest of the load goes to the audited one
 use_server audit
@@ -335,12 +339,9 @@ use_server authz
 run_wrk warmup-authz key "$WARMUP" >/dev/null
 log "authorization cost: $AUTHZ_ROUNDS rounds of ${AUDIT_SLICE}s with policy and rate limits off, on, and on in the long-running server"
 for round in $(seq "$AUTHZ_ROUNDS"); do
-  use_server noauthz
-  run_wrk "noauthz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
-  use_server authz
-  run_wrk "authz-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
-  use_server audit
-  run_wrk "longrun-$round" key "$AUDIT_SLICE" | grep -E 'connections per|Requests/sec'
+  run_slice noauthz "noauthz-$round"
+  run_slice authz "authz-$round"
+  run_slice audit "longrun-$round"
 done
 retire_server noauthz
 retire_server authz
