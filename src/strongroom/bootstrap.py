@@ -19,7 +19,7 @@ from strongroom.adapters.kms.envelope import Envelope
 from strongroom.adapters.kms.port import Keyring, keyring_from_url
 from strongroom.adapters.observability import Metrics, Tracing, tracing_from_settings
 from strongroom.adapters.policy import RegoPolicy
-from strongroom.adapters.ratelimit import storage_from_url
+from strongroom.adapters.ratelimit import storage_from_url, windows_from_url
 from strongroom.adapters.reporting import reporting_store_from_url
 from strongroom.domain.clock import Clock, SystemClock
 from strongroom.service_layer.app_tokens import AppTokens
@@ -85,6 +85,8 @@ class Container:
         await self.bus.close()
         await self.webhooks.aclose()
         await self.gateways.aclose()
+        if self.rate_limits is not None:
+            await self.rate_limits.aclose()
         await self.reporting.close()
         await self.engines.dispose()
         # Flushing buffered spans blocks on the exporter: off the event loop.
@@ -237,7 +239,7 @@ def bootstrap(
         webauthn=WebAuthnFactor(uow, clock, audit, public_url=settings.public_url),
         authz=authz,
         rate_limits=RateLimits(
-            counters,
+            windows_from_url(settings.ratelimit_url, key_prefix=settings.ratelimit_prefix),
             defaults_from(settings.ratelimit_per_key, settings.ratelimit_per_address),
             on_refusal=metrics.record_rate_limit_refusal,
             on_error=lambda route, outcome: metrics.record_rate_limiter_error(route, outcome),

@@ -14,28 +14,25 @@ gateway would only retry); writes and sign-ins wait for it, so an outage of the 
 counters never opens a door to unlimited writes or password guessing. Either way the outage is
 logged and counted (`strongroom_rate_limiter_errors{route_class, outcome}`).
 
-The counters are the limits library's: memory:// in this process, or Redis shared by every app
-process, where each hit is one atomic script, so N app processes together admit exactly the
-limit (the previous window's count is weighted by how much of it still overlaps, so a client
-cannot double its rate at a window's edge). Each answer says where it stands in the IETF
-httpapi draft's fields (RateLimit-Policy and RateLimit: quota `q`, window `w`, remaining `r`,
-seconds to reset `t`).
+The counters (adapters/ratelimit.py) are in this process (memory://) or in Redis, shared by
+every app process, where each request is one atomic script that counts it and reads its window
+back, so N app processes together admit exactly the limit, and counting costs one round trip.
+Each answer says where it stands in the IETF httpapi draft's fields (RateLimit-Policy and
+RateLimit: quota `q`, window `w`, remaining `r`, seconds to reset `t`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from strongroom.adapters.ratelimit import Counts, WindowCounters
 from strongroom.domain.errors import RateLimited, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
@@ -100,16 +97,19 @@ class Defaults:
 class RateLimits:
     def __init__(
         self,
-        storage: Storage,
+        counters: WindowCounters,
         defaults: Defaults,
         *,
         on_refusal: Callable[[str], None] = lambda name: None,
         on_error: Callable[[RouteClass, str], None] = lambda route, outcome: None,
     ) -> None:
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self.counters = counters
         self.defaults = defaults
         self.on_refusal = on_refusal
         self.on_error = on_error
+
+    async def aclose(self) -> None:
+        await self.counters.aclose()
 
     async def per_address(self, route: RouteClass, address: str | None) -> Window | None:
         """Count the request against its address's window. Where it stands afterwards is
@@ -144,8 +144,9 @@ class RateLimits:
         """Count one request; the window afterwards (if `stats`), or Throttled. With the
         counters down: None (fail open) or ServiceUnavailable (fail closed), per route class."""
         try:
-            allowed = await self.limiter.hit(item, name, ident)
-            window = await self._window(name, item, ident) if stats or not allowed else None
+            allowed, counts = await self.counters.acquire(
+                item.key_for(name, ident), item.amount, item.get_expiry()
+            )
         except Exception as exc:  # any failure of the counters' store
             outcome = "closed" if route in FAIL_CLOSED else "open"
             log.warning(
@@ -158,17 +159,30 @@ class RateLimits:
                     code="rate_limiter_unavailable",
                 ) from None
             return None
+        window = _standing(name, item, counts)
         if not allowed:
-            assert window is not None
             self.on_refusal(name)
             raise Throttled(window)
-        return window
+        return window if stats else None
 
     async def _window(self, name: str, item: RateLimitItem, ident: str) -> Window:
-        stats = await self.limiter.get_window_stats(item, name, ident)
-        # The limits library's windows run on time.time(), so their reset does too.
-        reset = max(0, math.ceil(stats.reset_time - time.time()))
-        return Window(name, item.amount, item.get_expiry(), stats.remaining, reset)
+        counts = await self.counters.counts(item.key_for(name, ident), item.get_expiry())
+        return _standing(name, item, counts)
+
+
+def _standing(name: str, item: RateLimitItem, counts: Counts) -> Window:
+    """Where a window stands: what remains of the limit after the weighted count, and the
+    seconds until the next request's worth frees up (the sooner of one of the previous
+    window's requests leaving the sliding window, or the current window ending)."""
+    expiry = item.get_expiry()
+    weighted = counts.previous * counts.previous_expires_in / expiry + counts.current
+    remaining = max(0, item.amount - math.floor(weighted))
+    resets = []
+    if counts.previous:
+        resets.append(counts.previous_expires_in % (expiry / counts.previous))
+    if counts.current:  # its counter lives one window past the window's end
+        resets.append(max(0.0, counts.current_expires_in - expiry))
+    return Window(name, item.amount, expiry, remaining, math.ceil(min(resets, default=0)))
 
 
 @functools.lru_cache(maxsize=1024)
