@@ -10,6 +10,8 @@ from datetime import timedelta
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from strongroom.adapters.banks.port import BankProvider, PayoutRail
+from strongroom.adapters.banks.sandbox import SandboxBankProvider, SandboxPayoutRail
 from strongroom.adapters.db.engine import Engines, create_engines
 from strongroom.adapters.email import mailer_from_url
 from strongroom.adapters.events.port import EventBus, event_bus_from_url
@@ -26,6 +28,7 @@ from strongroom.service_layer.app_tokens import AppTokens
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.authorization import Authorizer
+from strongroom.service_layer.bank_accounts import BankAccounts
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.inbound_webhooks import InboundWebhooks
@@ -76,6 +79,8 @@ class Container:
     webauthn: WebAuthnFactor  # security keys as operators' second factor
     authz: Authorizer  # asks the Rego policy before every command and query
     rate_limits: RateLimits | None  # per key and per address; None when turned off
+    bank_accounts: BankAccounts  # customers' linked bank accounts and their verification
+    payouts: PayoutRail  # where micro-deposits go (the sandbox's keeps them in this process)
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -188,6 +193,7 @@ def bootstrap(
         cache_for=timedelta(seconds=settings.report_cache_seconds),
     )
     bus.subscribe("reporting", reporting.apply)
+    payouts = SandboxPayoutRail()
     counters = storage_from_url(settings.ratelimit_url, key_prefix=settings.ratelimit_prefix)
     throttle = LoginThrottle(counters)
     argon2 = Argon2Parameters(
@@ -246,7 +252,23 @@ def bootstrap(
         )
         if settings.ratelimit_enabled
         else None,
+        bank_accounts=BankAccounts(
+            uow,
+            envelope,
+            clock,
+            audit=audit,
+            provider=bank_provider(settings, clock),
+            payouts=payouts,
+            webhook_url=f"{settings.public_url.rstrip('/')}/v1/webhooks/{settings.bank_provider}",
+        ),
+        payouts=payouts,
     )
+
+
+def bank_provider(settings: Settings, clock: Clock) -> BankProvider:
+    if settings.bank_provider == "plaid":
+        raise NotImplementedError("the Plaid provider is wired in the next commit")
+    return SandboxBankProvider(clock)
 
 
 def derive_key(settings: Settings, purpose: bytes) -> bytes:

@@ -65,6 +65,20 @@ class Settings(BaseSettings):
         description="argon2id memory for operators' passwords, in KiB (OWASP: at least 19 MiB; "
         "lower only for tests).",
     )
+    bank_provider: Literal["sandbox", "plaid"] = Field(
+        "sandbox",
+        description="Where customers link bank accounts: the embedded sandbox (test mode "
+        "only) or Plaid.",
+    )
+    plaid_client_id: str = Field("", description="Plaid's client id (bank_provider=plaid).")
+    plaid_secret: SecretStr = Field(
+        SecretStr(""), description="Plaid's secret for plaid_url's environment."
+    )
+    plaid_url: str = Field(
+        "https://sandbox.plaid.com",
+        pattern=r"^https?://\S+$",
+        description="Plaid's API: https://sandbox.plaid.com or https://production.plaid.com.",
+    )
     ratelimit_url: str = Field(
         "memory://",
         pattern=r"^(memory://|redis://\S+)$",
@@ -222,6 +236,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
+        if self.bank_provider == "plaid" and not (
+            self.plaid_client_id and self.plaid_secret.get_secret_value()
+        ):
+            raise ValueError(
+                "STRONGROOM_BANK_PROVIDER=plaid needs STRONGROOM_PLAID_CLIENT_ID "
+                "and STRONGROOM_PLAID_SECRET."
+            )
         if self.env == "production":
             secret = self.secret_key.get_secret_value()
             if secret == DEV_SECRET or len(secret) < 32:

@@ -139,6 +139,9 @@ async def _objects_of_a(container: Container, a: httpx.AsyncClient) -> dict[str,
     ).json()
     refund = (await a.post("/v1/refunds", json={"payment_intent": pi["id"], "amount": 100})).json()
     account = (await a.post("/v1/gateway_accounts", json={"provider": "sandbox"})).json()
+    bank_account = (
+        await a.post("/v1/bank_accounts", json={"public_token": "public-sandbox-manual"})
+    ).json()
     while await container.relay.run_once():  # the endpoint's deliveries
         pass
     await container.sequencer.run_once()  # A's audit events in the tree: proofs exist
@@ -151,6 +154,7 @@ async def _objects_of_a(container: Container, a: httpx.AsyncClient) -> dict[str,
         "endpoint_id": endpoint["id"],
         "delivery_id": deliveries["data"][0]["id"],
         "account_id": account["id"],
+        "bank_account_id": bank_account["id"],
         "event_id": events["data"][0]["id"],
     }
     assert all(re.fullmatch(r"[a-z]+_\w+", v) for v in ids.values()), ids
@@ -164,6 +168,11 @@ def _body(method: str, path: str, ids: dict[str, str]) -> dict[str, Any] | None:
     return {
         "/v1/refunds": {"payment_intent": ids["intent_id"]},
         "/v1/payment_intents": {"amount": 100, "currency": "usd", "customer": ids["customer_id"]},
+        "/v1/bank_accounts": {
+            "public_token": "public-sandbox-instant-b",
+            "customer": ids["customer_id"],
+        },
+        "/v1/bank_accounts/{bank_account_id}/verify": {"amounts": [1, 2]},
     }.get(path, {})
 
 
@@ -212,7 +221,11 @@ async def test_merchant_b_never_reaches_merchant_a_s_objects(container: Containe
         assert checked >= 30
 
 
-_REFERENCING = {("/v1/refunds", "POST"), ("/v1/payment_intents", "POST")}
+_REFERENCING = {
+    ("/v1/refunds", "POST"),
+    ("/v1/payment_intents", "POST"),
+    ("/v1/bank_accounts", "POST"),
+}
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -231,6 +244,7 @@ SERVER_OWNED = ("merchant", "status", "amount_refunded", "livemode")
         ("/v1/customers", {"email": "x@example.com"}),
         ("/v1/webhook_endpoints", {"url": "https://example.com/h", "enabled_events": ["*"]}),
         ("/v1/gateway_accounts", {"provider": "sandbox"}),
+        ("/v1/bank_accounts", {"public_token": "public-sandbox-instant"}),
     ],
 )
 async def test_a_request_may_not_set_a_server_owned_field(

@@ -58,6 +58,10 @@ class AuditTag(StrEnum):
     OPERATOR_ROLE_CHANGE = "console:operator:role_change"
     OPERATOR_TOKEN_GRANT = "console:operator_token:grant"  # noqa: S105 - a tag
     OPERATOR_TOKEN_REUSE = "api:operator_token:reuse"  # noqa: S105 - a tag
+    BANK_ACCOUNT_LINK = "api:bank_account:link"
+    BANK_ACCOUNT_VERIFY = "api:bank_account:verify"
+    # The system's: a verification expired, or the bank provider's webhook moved it.
+    BANK_ACCOUNT_VERIFICATION_UPDATE = "system:bank_account:verification"
 
 
 class ActorType(StrEnum):

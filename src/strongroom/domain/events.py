@@ -23,6 +23,10 @@ class EventType(StrEnum):
     REFUND_UPDATED = "refund.updated"  # the refund succeeded
     REFUND_FAILED = "refund.failed"
     WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+    BANK_ACCOUNT_CREATED = "bank_account.created"
+    BANK_ACCOUNT_VERIFIED = "bank_account.verified"
+    BANK_ACCOUNT_VERIFICATION_FAILED = "bank_account.verification_failed"
+    BANK_ACCOUNT_VERIFICATION_EXPIRED = "bank_account.verification_expired"
     # A right password followed by a wrong second factor: someone may hold the password.
     OPERATOR_SECOND_FACTOR_FAILED = "operator.second_factor_failed"
 

@@ -606,3 +606,49 @@ operator_invitations = Table(
     Column("accepted_at", UTCDateTime(), nullable=True),
     Index(None, "merchant_id", "created_at"),
 )
+
+# A customer's login at a bank aggregator, as the aggregator's item: only its access token
+# (sealed, bound to the row) and the references to it. One item may hold several accounts.
+bank_items = Table(
+    "bank_items",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("provider", String(16), nullable=False),  # sandbox | plaid
+    Column("provider_item_id", String(255), nullable=False),
+    Column("institution", String(255), nullable=True),
+    Column("access_token", Sealed(), nullable=False),
+    Column("token_rotated_at", UTCDateTime(), nullable=True),  # `bank rotate-tokens` resumes here
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("provider", "provider_item_id"),
+    Index(None, "merchant_id", "livemode"),
+)
+
+# A linked bank account. In clear only references and what the customer is shown anyway (the
+# institution, the type, the last four digits); the full account and routing numbers and the
+# micro-deposit amounts are sealed, bound to the row.
+bank_accounts = Table(
+    "bank_accounts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("item_id", Id, ForeignKey("bank_items.id"), nullable=False),
+    Column("provider_account_id", String(255), nullable=False),
+    Column("customer_id", Id, nullable=True),
+    Column("institution", String(255), nullable=True),
+    Column("account_type", String(16), nullable=False),  # checking | savings
+    Column("last4", String(4), nullable=False),
+    Column("numbers", Sealed(), nullable=True),  # JSON {account, routing}; None until Auth has them
+    Column("micro_deposits", Sealed(), nullable=True),  # JSON [cents, cents], once sent
+    Column("verification_status", String(40), nullable=False),
+    Column("verification_attempts", Integer, nullable=False),
+    Column("verify_by", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("item_id", "provider_account_id"),
+    Index(None, "merchant_id", "livemode", "created_at"),
+    Index(None, "verification_status", "verify_by"),  # the expiry sweep
+)

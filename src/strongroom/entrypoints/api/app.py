@@ -18,6 +18,7 @@ from strongroom.entrypoints.api.pan_guard import PanGuard
 from strongroom.entrypoints.api.rate_limiting import RateLimitMiddleware
 from strongroom.entrypoints.api.routes import (
     audit,
+    bank_accounts,
     checkout,
     console,
     console_admin,
@@ -82,7 +83,7 @@ def create_app(
         console_admin,
         operator_tokens,
     )
-    for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks):
+    for module in (*routers, webhook_endpoints, gateway_accounts, gateway_webhooks, bank_accounts):
         app.include_router(module.router)
     app.include_router(metrics_route.router)  # outside the documented API
     # The last added is outermost: EdgeMiddleware (request id, body cap) → rate limits per

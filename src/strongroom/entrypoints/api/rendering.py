@@ -8,6 +8,7 @@ from typing import Any
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from strongroom.domain.bank_accounts import MAX_ATTEMPTS, BankAccount
 from strongroom.domain.errors import (
     AuthenticationError,
     CardError,
@@ -24,6 +25,7 @@ from strongroom.domain.errors import (
 )
 from strongroom.domain.model import Customer, PaymentIntent, Refund
 from strongroom.entrypoints.api.schemas import (
+    BankAccountOut,
     CustomerOut,
     ErrorBody,
     ErrorDetail,
@@ -93,6 +95,24 @@ def refund_out(r: Refund) -> RefundOut:
     )
 
 
+def bank_account_out(a: BankAccount) -> BankAccountOut:
+    return BankAccountOut(
+        id=a.id,
+        status=a.status.value,
+        verification_status=a.verification_status.value,
+        verification_attempts_remaining=0
+        if a.settled
+        else max(0, MAX_ATTEMPTS - a.verification_attempts),
+        verify_by=int(a.verify_by.timestamp()),
+        customer=a.customer_id,
+        institution=a.institution,
+        account_type=a.account_type,
+        last4=a.last4,
+        livemode=a.livemode,
+        created=int(a.created_at.timestamp()),
+    )
+
+
 def api_object(obj: object) -> dict[str, Any]:
     """An object as the API shows it, for the events that carry it (webhook bodies)."""
     match obj:
@@ -102,6 +122,8 @@ def api_object(obj: object) -> dict[str, Any]:
             return refund_out(obj).model_dump(mode="json")
         case Customer():
             return customer_out(obj).model_dump(mode="json")
+        case BankAccount():
+            return bank_account_out(obj).model_dump(mode="json")
     raise TypeError(f"no API shape for {type(obj).__name__}")
 
 

@@ -86,6 +86,25 @@ class CustomerOut(BaseModel):
     created: int
 
 
+class BankAccountOut(BaseModel):
+    id: str
+    object: Literal["bank_account"] = "bank_account"
+    status: Literal["pending", "verified", "failed", "expired"]
+    verification_status: str = Field(
+        description="The finer state: pending_automatic_verification, "
+        "pending_manual_verification (micro-deposits sent), automatically_verified, "
+        "manually_verified, verification_failed or verification_expired."
+    )
+    verification_attempts_remaining: int
+    verify_by: int = Field(description="When a pending verification expires (Unix time).")
+    customer: str | None
+    institution: str | None
+    account_type: str
+    last4: str = Field(description="The only digits of the account ever shown.")
+    livemode: bool
+    created: int
+
+
 class PaymentIntentOut(BaseModel):
     id: str
     object: Literal["payment_intent"] = "payment_intent"
