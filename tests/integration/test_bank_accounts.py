@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from strongroom.adapters.banks.sandbox import INSUFFICIENT_FUNDS_ACCOUNT, KINDS, ROUTING
 from strongroom.adapters.db import tables as t
+from strongroom.adapters.kms.envelope import Binding
 from strongroom.bootstrap import Container
 from strongroom.domain.bank_accounts import VERIFY_WITHIN
+from strongroom.entrypoints.worker import run_once
 from tests.support import FakeClock
 
 
@@ -97,8 +99,6 @@ async def test_secrets_are_stored_sealed_and_open_for_their_own_row(
     assert "access-sandbox" not in dump
     for amount in _sent(container, account["id"]):
         assert f"[{amount}," not in dump
-    from strongroom.adapters.kms.envelope import Binding
-
     token = await container.envelope.open(
         item.access_token,
         Binding.for_row(t.bank_items, "access_token", item.id, row.merchant_id),
@@ -166,7 +166,7 @@ async def test_day_ten_without_success_expires_it(
     clock.advance(seconds=1)
     shown = (await client.get(f"/v1/bank_accounts/{account['id']}")).json()
     assert shown["status"] == "expired", "reads show it expired before the sweep stores it"
-    assert await container.bank_accounts.expire_due() == 1
+    assert (await run_once(container))["bank_expired"] == 1, "the worker's sweep stores it"
     assert await container.bank_accounts.expire_due() == 0
     right = await client.post(f"/v1/bank_accounts/{account['id']}/verify", json={"amounts": sent})
     assert right.status_code == 409
