@@ -10,6 +10,8 @@ from datetime import timedelta
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from strongroom.adapters.banks.plaid import PlaidProvider
+from strongroom.adapters.banks.plaid_webhooks import PlaidWebhookVerifier
 from strongroom.adapters.banks.port import BankProvider, PayoutRail
 from strongroom.adapters.banks.sandbox import SandboxBankProvider, SandboxPayoutRail
 from strongroom.adapters.db.engine import Engines, create_engines
@@ -29,6 +31,7 @@ from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.authorization import Authorizer
 from strongroom.service_layer.bank_accounts import BankAccounts
+from strongroom.service_layer.bank_tokens import BankTokens
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.inbound_webhooks import InboundWebhooks
@@ -81,6 +84,7 @@ class Container:
     rate_limits: RateLimits | None  # per key and per address; None when turned off
     bank_accounts: BankAccounts  # customers' linked bank accounts and their verification
     payouts: PayoutRail  # where micro-deposits go (the sandbox's keeps them in this process)
+    bank_tokens: BankTokens  # rotates bank items' access tokens at their provider
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -194,6 +198,16 @@ def bootstrap(
     )
     bus.subscribe("reporting", reporting.apply)
     payouts = SandboxPayoutRail()
+    banks = bank_provider(settings, clock)
+    bank_accounts = BankAccounts(
+        uow,
+        envelope,
+        clock,
+        audit=audit,
+        provider=banks,
+        payouts=payouts,
+        webhook_url=f"{settings.public_url.rstrip('/')}/v1/webhooks/{settings.bank_provider}",
+    )
     counters = storage_from_url(settings.ratelimit_url, key_prefix=settings.ratelimit_prefix)
     throttle = LoginThrottle(counters)
     argon2 = Argon2Parameters(
@@ -221,7 +235,14 @@ def bootstrap(
         gateway_accounts=gateway_accounts,
         gateways=gateways,
         inbound=InboundWebhooks(
-            uow, clock, accounts=gateway_accounts, gateways=gateways, payments=payments, audit=audit
+            uow,
+            clock,
+            accounts=gateway_accounts,
+            gateways=gateways,
+            payments=payments,
+            audit=audit,
+            banks=bank_accounts,
+            plaid=PlaidWebhookVerifier(banks.webhook_verification_key, clock),
         ),
         operators=operators,
         second_factors=SecondFactors(
@@ -252,22 +273,17 @@ def bootstrap(
         )
         if settings.ratelimit_enabled
         else None,
-        bank_accounts=BankAccounts(
-            uow,
-            envelope,
-            clock,
-            audit=audit,
-            provider=bank_provider(settings, clock),
-            payouts=payouts,
-            webhook_url=f"{settings.public_url.rstrip('/')}/v1/webhooks/{settings.bank_provider}",
-        ),
+        bank_accounts=bank_accounts,
         payouts=payouts,
+        bank_tokens=BankTokens(uow, envelope, clock, audit=audit, provider=banks),
     )
 
 
 def bank_provider(settings: Settings, clock: Clock) -> BankProvider:
     if settings.bank_provider == "plaid":
-        raise NotImplementedError("the Plaid provider is wired in the next commit")
+        return PlaidProvider(
+            settings.plaid_client_id, settings.plaid_secret.get_secret_value(), settings.plaid_url
+        )
     return SandboxBankProvider(clock)
 
 

@@ -38,6 +38,7 @@ NO_ACTION = {
     "/docs/oauth2-redirect": "the public schema",
     "/redoc": "the public schema",
     "/v1/webhooks/{provider}/{endpoint_id}": "authenticated by the gateway's signature",
+    "/v1/webhooks/plaid": "authenticated by Plaid's signed JWT",
     "/sandbox/3ds/{charge_id}": "the sandbox's stand-in for a bank's challenge page",
     "/sandbox/3ds/{charge_id}/{outcome}": "the sandbox's stand-in for a bank's challenge page",
     "/sandbox/fields": "the hosted card fields; tokenizing asks the policy (tokens.create)",

@@ -13,7 +13,8 @@ It speaks Plaid's JSON bodies and its error body (`error_type`, `error_code`, `e
 - /item/public_token/exchange is single use; /item/access_token/invalidate returns a new access
   token and the old one then fails with INVALID_ACCESS_TOKEN, as at Plaid.
 - `fail_next` answers the next request with a Plaid error (5xx, 429 RATE_LIMIT_EXCEEDED, …)
-  without acting; `echo_tokens_in_errors` puts the offending token into error messages, so a
+  without acting; `hold_next` keeps the next request waiting until `release` (a slow Plaid);
+  `echo_tokens_in_errors` puts the offending token into error messages, so a
   test can show the adapter keeps tokens out of its own messages whatever Plaid says.
 
 Webhook signing: `WebhookSigner` holds ES256 key pairs (cryptography) under key ids, serves
@@ -53,6 +54,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 # How often serve_forever looks for `stop` (http.server's default, 0.5 s, is each test's teardown).
 POLL_SECONDS = 0.01
+# How long a held request waits for `release` at most, so a forgotten hold cannot hang a run.
+HOLD_LIMIT_SECONDS = 10.0
 LINK_TOKEN_LIFETIME = timedelta(hours=4)
 DEFAULT_INSTITUTION = "First Platypus Bank"
 
@@ -312,6 +315,10 @@ class PlaidStandIn:
         self._public: dict[str, str] = {}  # public token → item id (removed when exchanged)
         self._access: dict[str, str] = {}  # access token → item id (removed when invalidated)
         self._faults: deque[PlaidFault] = deque()
+        self._holds = 0
+        self._held = threading.Event()
+        self._released = threading.Event()
+        self.hold_expired = False  # a held request gave up waiting for `release`
         self._lock = threading.RLock()
         self._server = self._make_server()
         self._thread = threading.Thread(
@@ -328,6 +335,7 @@ class PlaidStandIn:
         self._thread.start()
 
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -388,6 +396,21 @@ class PlaidStandIn:
         with self._lock:
             self._faults.extend([fault or PlaidFault()] * n)
 
+    def hold_next(self) -> None:
+        """The next API request waits, before acting, until `release` (or HOLD_LIMIT_SECONDS,
+        which sets `hold_expired`)."""
+        with self._lock:
+            self._released.clear()
+            self._held.clear()
+            self._holds += 1
+
+    def wait_held(self, timeout: float = HOLD_LIMIT_SECONDS) -> bool:
+        """Block until a request is being held (call it from a thread, not the event loop)."""
+        return self._held.wait(timeout)
+
+    def release(self) -> None:
+        self._released.set()
+
     def to(self, path: str) -> list[Recorded]:
         """The recorded requests to this path."""
         with self._lock:
@@ -424,6 +447,14 @@ class PlaidStandIn:
         return server
 
     def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> _Reply:
+        with self._lock:
+            hold = self._holds > 0
+            if hold:
+                self._holds -= 1
+        if hold:  # waits outside the lock, so other requests still get answers
+            self._held.set()
+            if not self._released.wait(HOLD_LIMIT_SECONDS):
+                self.hold_expired = True
         try:
             body = json.loads(raw or b"{}")
         except ValueError:

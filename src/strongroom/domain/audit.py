@@ -62,6 +62,7 @@ class AuditTag(StrEnum):
     BANK_ACCOUNT_VERIFY = "api:bank_account:verify"
     # The system's: a verification expired, or the bank provider's webhook moved it.
     BANK_ACCOUNT_VERIFICATION_UPDATE = "system:bank_account:verification"
+    BANK_TOKEN_ROTATE = "cli:bank_item:rotate_token"  # noqa: S105 - a tag
 
 
 class ActorType(StrEnum):

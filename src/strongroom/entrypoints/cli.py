@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -344,6 +344,58 @@ def keys_versions(as_json: bool) -> None:
     for name, count in sorted(usage.malformed.items()):
         lines.append(f"{name}: {count} stored value(s) are not sealed values")
     _emit(as_json, usage.as_dict(), "\n".join(lines))
+
+
+@main.group("bank")
+def bank_group() -> None:
+    """Bank accounts linked through the bank provider."""
+
+
+@bank_group.command("rotate-tokens")
+@click.option(
+    "--not-since",
+    default=24,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Rotate the items whose token was not rotated in this many hours: running it again "
+    "after an interruption resumes where it stopped.",
+)
+@json_option
+def bank_rotate_tokens(not_since: int, as_json: bool) -> None:
+    """Rotate every bank item's access token at its provider and store the new one sealed."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("bank items"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("rotate", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = _run(
+                lambda c: c.bank_tokens.rotate(
+                    not_since=timedelta(hours=not_since), progress=progress
+                )
+            )
+        except KeyboardInterrupt as exc:
+            raise click.ClickException(
+                "Interrupted. Items already rotated are kept; run `strongroom bank "
+                "rotate-tokens` again to finish."
+            ) from exc
+    lines = [f"Rotated {summary.rotated} bank item token(s) of {summary.total}."]
+    if summary.failed:
+        lines.append(f"{len(summary.failed)} item(s) were refused by the provider:")
+        lines.extend(f"  {item}: {code}" for item, code in summary.failed.items())
+    _emit(as_json, summary.as_dict(), "\n".join(lines))
+    if summary.failed:
+        raise SystemExit(1)
 
 
 @main.group("sandbox")

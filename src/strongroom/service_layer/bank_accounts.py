@@ -62,8 +62,20 @@ EVENT_OF = {
     BankAccountStatus.FAILED: EventType.BANK_ACCOUNT_VERIFICATION_FAILED,
     BankAccountStatus.EXPIRED: EventType.BANK_ACCOUNT_VERIFICATION_EXPIRED,
 }
+# Plaid's webhooks that move a verification: (webhook_type, webhook_code) → the new state.
+PLAID_VERIFICATION = {
+    ("AUTH", "AUTOMATICALLY_VERIFIED"): VerificationStatus.AUTOMATICALLY_VERIFIED,
+    ("AUTH", "VERIFICATION_EXPIRED"): VerificationStatus.EXPIRED,
+}
 DEBITABLE = frozenset({"checking", "savings"})
 WRONG_AMOUNTS = "The amounts do not match the micro-deposits sent to this bank account."
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    id: str
+    merchant_id: str
+    livemode: bool
 
 
 @dataclass(frozen=True)
@@ -318,6 +330,44 @@ class BankAccounts:
                     expired += 1
             await tx.commit()
         return expired
+
+    # --- the provider's webhooks -----------------------------------------------------------------
+    async def item_for_webhook(self, provider_item_id: str) -> ItemRef | None:
+        """Our item for the provider's item id, if we hold one."""
+        async with self.uow.reading() as repo:
+            row = (
+                await repo.conn.execute(
+                    select(_i.c.id, _i.c.merchant_id, _i.c.livemode).where(
+                        _i.c.provider == self.provider.name,
+                        _i.c.provider_item_id == provider_item_id,
+                    )
+                )
+            ).first()
+        return None if row is None else ItemRef(row.id, row.merchant_id, row.livemode)
+
+    async def apply_plaid_webhook(self, item_id: str, payload: str) -> str | None:
+        """Apply a stored, verified Plaid webhook about one of our items. Only a trigger for
+        the verification state, which never moves back (see the domain), so duplicates and
+        late deliveries change nothing. None when done; else why not yet (retried)."""
+        doc = json.loads(payload)
+        status = PLAID_VERIFICATION.get((doc.get("webhook_type"), doc.get("webhook_code")))
+        if status is None:
+            return None  # nothing Strongroom acts on
+        async with self.uow.transaction() as tx:
+            query = select(_a).where(
+                _a.c.item_id == item_id, _a.c.provider_account_id == str(doc.get("account_id"))
+            )
+            if tx.repo.conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            row = (await tx.repo.conn.execute(query)).first()
+            if row is None:
+                return "no bank account with this reference yet"
+            account = _account(row)
+            before = account.status
+            if account.apply_provider_status(status, self.clock.now()):
+                await self._save(tx, account, before, caller=None)
+                await tx.commit()
+        return None
 
     # --- internals -------------------------------------------------------------------------------
     async def _locked(self, tx: Transaction, caller: Caller, account_id: str) -> BankAccount:

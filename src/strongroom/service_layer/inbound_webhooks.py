@@ -16,6 +16,8 @@ processed by the worker with retries.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,12 +32,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from strongroom.adapters.banks.plaid_webhooks import PlaidWebhookVerifier, WebhookRejected
+from strongroom.adapters.banks.port import BankProviderError
 from strongroom.adapters.db import tables as t
 from strongroom.domain.audit import NO_ORIGIN, Actor, ActorType, AuditTag, Origin, Outcome
 from strongroom.domain.clock import Clock
-from strongroom.domain.errors import InvalidRequest, ResourceMissing
+from strongroom.domain.errors import InvalidRequest, ResourceMissing, ServiceUnavailable
 from strongroom.domain.ids import new_id
 from strongroom.service_layer.audit import AuditLog
+from strongroom.service_layer.bank_accounts import BankAccounts
 from strongroom.service_layer.gateway_accounts import Credentials, GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
 from strongroom.service_layer.payments import Payments
@@ -119,6 +124,8 @@ class InboundWebhooks:
         gateways: Gateways,
         payments: Payments,
         audit: AuditLog,
+        banks: BankAccounts | None = None,
+        plaid: PlaidWebhookVerifier | None = None,
         lease: timedelta = timedelta(minutes=2),
         max_attempts: int = 10,
         first_delay: timedelta = timedelta(seconds=10),
@@ -132,6 +139,8 @@ class InboundWebhooks:
         self.gateways = gateways
         self.payments = payments
         self.audit = audit
+        self.banks = banks
+        self.plaid = plaid
         self.lease = lease
         self.max_attempts = max_attempts
         self.first_delay = first_delay
@@ -181,14 +190,75 @@ class InboundWebhooks:
             raise InvalidRequest(
                 "The webhook's signature could not be verified.", code=SIGNATURE_INVALID
             ) from None
+        return await self._store(
+            provider, account.id, account.merchant_id, account.livemode, verified, payload, origin
+        )
+
+    async def receive_plaid(
+        self, body: bytes, headers: Mapping[str, str], *, origin: Origin = NO_ORIGIN
+    ) -> Received | None:
+        """Verify and store one of Plaid's deliveries (its Plaid-Verification JWT; see
+        PlaidWebhookVerifier). Plaid's webhooks carry no event id, so a delivery is known by
+        its body's SHA-256: a retry of the same webhook is a duplicate. None: verified, but
+        about no item of ours (answered 200, so Plaid stops sending it)."""
+        if self.plaid is None or self.banks is None:
+            raise ResourceMissing("No such webhook endpoint: 'plaid'", param="id")
+        try:
+            await self.plaid.verify(headers.get("plaid-verification"), body)
+            payload = body.decode("utf-8")
+            doc = json.loads(payload)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except (WebhookRejected, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            reason = exc.reason if isinstance(exc, WebhookRejected) else "body is not JSON"
+            await self.audit.record_alone(
+                self.audit.event(
+                    AuditTag.WEBHOOK_VERIFY,
+                    actor=Actor(ActorType.ANONYMOUS),
+                    outcome=Outcome.FAILURE,
+                    origin=origin,
+                    details={"provider": "plaid", "reason": reason},
+                )
+            )
+            raise InvalidRequest(
+                "The webhook's signature could not be verified.", code=SIGNATURE_INVALID
+            ) from None
+        except BankProviderError as exc:  # Plaid's keys could not be fetched: Plaid retries
+            raise ServiceUnavailable(
+                "The webhook could not be verified just now; retry.", code="bank_provider_error"
+            ) from exc
+        item = await self.banks.item_for_webhook(str(doc.get("item_id", "")))
+        if item is None:
+            log.info("plaid webhook for an unknown item", event_type=_plaid_type(doc))
+            return None
+        verified = Verified(
+            event_id="sha256:" + hashlib.sha256(body).hexdigest(),
+            event_type=_plaid_type(doc),
+            subject=str(doc["account_id"]) if doc.get("account_id") else None,
+        )
+        return await self._store(
+            "plaid", item.id, item.merchant_id, item.livemode, verified, payload, origin
+        )
+
+    async def _store(
+        self,
+        provider: str,
+        account_id: str,
+        merchant_id: str,
+        livemode: bool,
+        verified: Verified,
+        payload: str,
+        origin: Origin,
+    ) -> Received:
+        """Insert a verified delivery, or find the first copy of it."""
         now = self.clock.now()
         row_id = new_id("iwh")
         values = {
             "id": row_id,
             "provider": provider,
-            "account_id": account.id,
-            "merchant_id": account.merchant_id,
-            "livemode": account.livemode,
+            "account_id": account_id,
+            "merchant_id": merchant_id,
+            "livemode": livemode,
             "event_id": verified.event_id[:255],
             "event_type": verified.event_type[:128],
             "subject": verified.subject[:255] if verified.subject else None,
@@ -209,8 +279,8 @@ class InboundWebhooks:
                     self.audit.event(
                         AuditTag.WEBHOOK_VERIFY,
                         actor=Actor(ActorType.ANONYMOUS),
-                        merchant_id=account.merchant_id,
-                        livemode=account.livemode,
+                        merchant_id=merchant_id,
+                        livemode=livemode,
                         origin=origin,
                         resource=("inbound_webhook", row_id),
                         details={"provider": provider, "event_type": values["event_type"]},
@@ -221,7 +291,7 @@ class InboundWebhooks:
                     await conn.execute(
                         select(_w.c.id).where(
                             _w.c.provider == provider,
-                            _w.c.account_id == account.id,
+                            _w.c.account_id == account_id,
                             _w.c.event_id == values["event_id"],
                         )
                     )
@@ -375,7 +445,11 @@ class InboundWebhooks:
         return done
 
     async def _sync(self, row: Row[Any]) -> str | None:
-        """Bring the intent in line with the gateway; None when done, else why not (yet)."""
+        """Bring the intent in line with the gateway (or the bank account with its provider);
+        None when done, else why not (yet)."""
+        if row.provider == "plaid":
+            assert self.banks is not None, "plaid rows are stored only with banks wired"
+            return await self.banks.apply_plaid_webhook(row.account_id, row.payload)
         try:
             pi = await self.payments.sync_with_gateway(row.merchant_id, row.account_id, row.subject)
         except Exception as exc:  # retried: a gateway outage must not lose the event
@@ -437,6 +511,10 @@ class InboundWebhooks:
             )
             await tx.commit()
         return int(result.rowcount)
+
+
+def _plaid_type(doc: Mapping[str, Any]) -> str:
+    return f"{doc.get('webhook_type', '?')}.{doc.get('webhook_code', '?')}"[:128]
 
 
 async def _insert_or_ignore(conn: AsyncConnection, values: dict[str, Any]) -> bool:

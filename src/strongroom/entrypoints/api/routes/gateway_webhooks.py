@@ -1,7 +1,8 @@
 """Gateways' webhooks: POST /v1/webhooks/{provider}/{endpoint_id}, where endpoint_id is the
-gateway account's id. No API key: the provider's signature over the raw body is the
-authentication. The body size is capped by EdgeMiddleware like every other request's. Kept out
-of the OpenAPI document: gateways call it, merchants do not."""
+gateway account's id; and the bank provider's, POST /v1/webhooks/plaid. No API key: the
+provider's signature over the raw body is the authentication. The body size is capped by
+EdgeMiddleware like every other request's. Kept out of the OpenAPI document: gateways call it,
+merchants do not."""
 
 from __future__ import annotations
 
@@ -13,6 +14,22 @@ from strongroom.entrypoints.api.deps import ContainerDep
 from strongroom.entrypoints.api.errors import request_id_of
 
 router = APIRouter(prefix="/v1/webhooks", include_in_schema=False)
+
+
+@router.post("/plaid")
+async def receive_plaid(request: Request, container: ContainerDep) -> Response:
+    """Plaid's webhooks about linked bank accounts, authenticated by the Plaid-Verification
+    JWT over the raw body. 200 once verified and stored, or verified and about no item of ours
+    (so Plaid stops retrying it)."""
+    origin = Origin(
+        ip=request.client.host if request.client else None, request_id=request_id_of(request)
+    )
+    received = await container.inbound.receive_plaid(
+        await request.body(), request.headers, origin=origin
+    )
+    duplicate = received is not None and received.duplicate
+    body = f'{{"received":true,"duplicate":{"true" if duplicate else "false"}}}'
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{provider}/{endpoint_id}")
