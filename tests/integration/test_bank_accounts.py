@@ -64,10 +64,13 @@ async def test_an_instantly_verified_account_shows_only_its_last_four(
         "automatically_verified",
     )
     assert account["last4"] == number[-4:]
-    assert account["institution"] and account["account_type"] == "checking"
+    assert account["institution"]
+    assert account["account_type"] == "checking"
     for shown in (account, (await client.get(f"/v1/bank_accounts/{account['id']}")).json()):
         text = str(shown)
-        assert number not in text and ROUTING not in text and "access-sandbox" not in text
+        assert number not in text
+        assert ROUTING not in text
+        assert "access-sandbox" not in text
     listed = (await client.get("/v1/bank_accounts")).json()
     assert [a["id"] for a in listed["data"]] == [account["id"]]
     assert await _events(container, account["id"]) == [
@@ -95,7 +98,8 @@ async def test_secrets_are_stored_sealed_and_open_for_their_own_row(
             *(await repo.conn.exec_driver_sql("SELECT * FROM bank_items")).all(),
         ]
     dump = repr(raw)
-    assert KINDS["manual"][0] not in dump and ROUTING not in dump
+    assert KINDS["manual"][0] not in dump
+    assert ROUTING not in dump
     assert "access-sandbox" not in dump
     for amount in _sent(container, account["id"]):
         assert f"[{amount}," not in dump
@@ -138,10 +142,13 @@ async def test_three_wrong_answers_fail_it_and_the_right_one_after_is_refused(
     answers = [await client.post(url, json={"amounts": wrong}) for _ in range(3)]
     assert [a.status_code for a in answers] == [400, 400, 400]
     messages = [a.json()["error"]["message"] for a in answers]
-    assert "2 attempts left" in messages[0] and "1 attempt left" in messages[1]
+    assert "2 attempts left" in messages[0]
+    assert "1 attempt left" in messages[1]
     assert "last attempt" in messages[2]
     for message in messages:  # never which amount was wrong
-        assert "first" not in message and "second" not in message and str(sent[0]) not in message
+        assert "first" not in message
+        assert "second" not in message
+        assert str(sent[0]) not in message
     assert {a.json()["error"]["code"] for a in answers} == {"bank_account_verification_failed"}
     right = await client.post(url, json={"amounts": sent})
     assert right.status_code == 409

@@ -116,4 +116,5 @@ def test_the_provider_can_verify_or_expire_a_pending_account() -> None:
 
 def test_micro_deposit_amounts_are_cents_from_1_to_99() -> None:
     seen = {a for _ in range(2000) for a in micro_deposit_amounts()}
-    assert min(seen) == 1 and max(seen) == 99
+    assert min(seen) == 1
+    assert max(seen) == 99
