@@ -1,5 +1,6 @@
-"""pytest plugin: after the whole suite, no card number and no secret key may sit in clear in
-any test database or any log line. Registered from tests/conftest.py.
+"""pytest plugin: after the whole suite, no card number, no secret key, no bank access token and
+no full bank account or routing number may sit in clear in any test database or any log line.
+Registered from tests/conftest.py.
 
 What is scanned, as the suite runs:
 - every PostgreSQL database the tests make, just before it is dropped (tests.support's
@@ -30,9 +31,25 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.adapters.banks import sandbox as sandbox_banks
 from strongroom.entrypoints import logs
+from tests.standins import plaid_server as plaid_standin
 
 SECRET_KEY = re.compile(r"(?<![A-Za-z0-9])(?:sk|rk)_(?:test|live)_[A-Za-z0-9_-]{16,}")
+# Plaid's access tokens (access-<environment>-<uuid>) and the sandbox provider's.
+ACCESS_TOKEN = re.compile(r"(?<![A-Za-z0-9])access-(?:sandbox|development|production)-[\w-]{8,}")
+# Bank numbers have no shape to find them by, so the scan looks for every one the tests link:
+# the sandbox provider's and the Plaid stand-in's.
+BANK_NUMBERS = re.compile(
+    r"(?<![0-9])(?:"
+    + "|".join(
+        sorted(
+            {number for number, _ in sandbox_banks.KINDS.values()}
+            | {sandbox_banks.ROUTING, *(plaid_standin.instant_checking().numbers or ())}
+        )
+    )
+    + r")(?![0-9])"
+)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 LARGEST_FILE = 64 * 1024 * 1024
 
@@ -53,6 +70,10 @@ def scan_text(text: str, where: str) -> list[Finding]:
     for key in SECRET_KEY.finditer(text):
         shown = key.group()
         found.append(Finding(where, "secret key", f"{shown[:8]}…{shown[-4:]}"))
+    for token in ACCESS_TOKEN.finditer(text):
+        found.append(Finding(where, "bank access token", f"{token.group()[:15]}…"))
+    for number in BANK_NUMBERS.finditer(text):
+        found.append(Finding(where, "bank number", "…" + number.group()[-4:]))
     return found
 
 

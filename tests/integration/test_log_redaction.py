@@ -15,6 +15,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 import structlog
 
+from strongroom.adapters.banks.sandbox import KINDS, ROUTING
 from strongroom.domain.pan import find_pans
 from strongroom.entrypoints import logs
 from tests import leak_scan
@@ -199,6 +200,28 @@ def test_the_leak_scan_finds_a_planted_card_number_and_secret_key() -> None:
         assert_clean(str(finding))
     assert "424242******4242" in {f.shown for f in found}
     assert leak_scan.scan_text("order ORD-2024-000123, phone +1 415-555-0132", "x") == []
+
+
+def test_the_leak_scan_finds_bank_access_tokens_and_account_numbers() -> None:
+    """The acceptance check for bank accounts: the scan that runs over every test database
+    (SQLite dumps, and every PostgreSQL database before it is dropped) flags an access token
+    or a linked account's full numbers, wherever they sit."""
+    planted = (
+        "access-sandbox-8ab976e6-64bc-4b38-98f7-731e7a349970 "
+        "access-sandbox-instant-0f1e2d3c4b5a69788796a5b4c3d2e1f0 "
+        f"{KINDS['manual'][0]} {ROUTING} 1111222233330000"
+    )
+    found = leak_scan.scan_text(planted, "x")
+    assert sorted(f.kind for f in found) == [
+        "bank access token",
+        "bank access token",
+        "bank number",
+        "bank number",
+        "bank number",
+    ]
+    for finding in found:
+        assert "…" in finding.shown
+    assert leak_scan.scan_text("last4 6789, ba_x, 2026-11-25 000123", "x") == []
 
 
 def test_the_leak_scan_reads_every_postgres_table() -> None:
