@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from strongroom.adapters.banks.plaid import PlaidProvider
 from strongroom.adapters.banks.plaid_webhooks import PlaidWebhookVerifier
-from strongroom.adapters.banks.port import BankProvider, PayoutRail
-from strongroom.adapters.banks.sandbox import SandboxBankProvider, SandboxPayoutRail
+from strongroom.adapters.banks.port import BankProvider, BankRail
+from strongroom.adapters.banks.sandbox import SandboxBankProvider, SandboxBankRail
 from strongroom.adapters.db.engine import Engines, create_engines
 from strongroom.adapters.email import mailer_from_url
 from strongroom.adapters.events.port import EventBus, event_bus_from_url
@@ -31,6 +31,7 @@ from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.audit_sequencer import Sequencer, SigningKeys
 from strongroom.service_layer.authorization import Authorizer
 from strongroom.service_layer.bank_accounts import BankAccounts
+from strongroom.service_layer.bank_debits import BankDebits
 from strongroom.service_layer.bank_tokens import BankTokens
 from strongroom.service_layer.gateway_accounts import GatewayAccounts
 from strongroom.service_layer.gateways import Gateways
@@ -83,8 +84,9 @@ class Container:
     authz: Authorizer  # asks the Rego policy before every command and query
     rate_limits: RateLimits | None  # per key and per address; None when turned off
     bank_accounts: BankAccounts  # customers' linked bank accounts and their verification
-    payouts: PayoutRail  # where micro-deposits go (the sandbox's keeps them in this process)
+    bank_rail: BankRail  # micro-deposits and debits (the sandbox's keeps deposits in-process)
     bank_tokens: BankTokens  # rotates bank items' access tokens at their provider
+    bank_debits: BankDebits  # PaymentIntents paid from bank accounts, settled by the worker
 
     async def start(self) -> None:
         """Connect what needs connecting before the worker loops run (the event stream)."""
@@ -144,6 +146,15 @@ def bootstrap(
     )
     policy = RegoPolicy()
     authz = Authorizer(policy, clock, audit, enforced=settings.policy_enforced)
+    rail = SandboxBankRail()
+    debits = BankDebits(
+        uow,
+        envelope,
+        clock,
+        audit=audit,
+        rail=rail,
+        settlement_days=settings.bank_settlement_days,
+    )
     payments = Payments(
         uow,
         gateways,
@@ -156,6 +167,7 @@ def bootstrap(
         recovery_lease=timedelta(seconds=settings.idempotency_lock_seconds),
         audit=audit,
         tracing=tracing,
+        debits=debits,
     )
     merchants = Merchants(
         uow,
@@ -197,7 +209,6 @@ def bootstrap(
         cache_for=timedelta(seconds=settings.report_cache_seconds),
     )
     bus.subscribe("reporting", reporting.apply)
-    payouts = SandboxPayoutRail()
     banks = bank_provider(settings, clock)
     bank_accounts = BankAccounts(
         uow,
@@ -205,7 +216,7 @@ def bootstrap(
         clock,
         audit=audit,
         provider=banks,
-        payouts=payouts,
+        rail=rail,
         webhook_url=f"{settings.public_url.rstrip('/')}/v1/webhooks/{settings.bank_provider}",
     )
     counters = storage_from_url(settings.ratelimit_url, key_prefix=settings.ratelimit_prefix)
@@ -274,8 +285,9 @@ def bootstrap(
         if settings.ratelimit_enabled
         else None,
         bank_accounts=bank_accounts,
-        payouts=payouts,
+        bank_rail=rail,
         bank_tokens=BankTokens(uow, envelope, clock, audit=audit, provider=banks),
+        bank_debits=debits,
     )
 
 

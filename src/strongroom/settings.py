@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         pattern=r"^https?://\S+$",
         description="Plaid's API: https://sandbox.plaid.com or https://production.plaid.com.",
     )
+    bank_settlement_days: int = Field(
+        2,
+        ge=0,
+        le=30,
+        description="Days a sandbox bank debit stays processing before it settles (or is "
+        "returned).",
+    )
     ratelimit_url: str = Field(
         "memory://",
         pattern=r"^(memory://|redis://\S+)$",

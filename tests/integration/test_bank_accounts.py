@@ -32,7 +32,7 @@ async def _link(client: httpx.AsyncClient, kind: str, **extra: Any) -> dict[str,
 
 def _sent(container: Container, account_id: str) -> list[int]:
     """The micro-deposits, as the customer reads them on their statement."""
-    return list(container.payouts.sent[account_id])  # type: ignore[attr-defined]
+    return list(container.bank_rail.sent[account_id])  # type: ignore[attr-defined]
 
 
 async def _events(container: Container, account_id: str) -> list[str]:

@@ -63,6 +63,7 @@ class AuditTag(StrEnum):
     # The system's: a verification expired, or the bank provider's webhook moved it.
     BANK_ACCOUNT_VERIFICATION_UPDATE = "system:bank_account:verification"
     BANK_TOKEN_ROTATE = "cli:bank_item:rotate_token"  # noqa: S105 - a tag
+    BANK_DEBIT_SETTLE = "system:bank_debit:settle"  # settled, or returned (outcome failure)
 
 
 class ActorType(StrEnum):

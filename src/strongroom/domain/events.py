@@ -15,6 +15,7 @@ class EventType(StrEnum):
     CUSTOMER_CREATED = "customer.created"
     PAYMENT_INTENT_CREATED = "payment_intent.created"
     PAYMENT_INTENT_REQUIRES_ACTION = "payment_intent.requires_action"
+    PAYMENT_INTENT_PROCESSING = "payment_intent.processing"  # a bank debit, until it settles
     PAYMENT_INTENT_AMOUNT_CAPTURABLE_UPDATED = "payment_intent.amount_capturable_updated"
     PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
     PAYMENT_INTENT_PAYMENT_FAILED = "payment_intent.payment_failed"

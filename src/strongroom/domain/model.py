@@ -33,6 +33,7 @@ class PIStatus(StrEnum):
 
 
 TERMINAL = frozenset({PIStatus.SUCCEEDED, PIStatus.CANCELED})
+BANK_DEBIT = "bank_debit"  # an intent's `gateway` when it debits a linked bank account
 CONFIRMABLE = frozenset(
     {PIStatus.REQUIRES_PAYMENT_METHOD, PIStatus.REQUIRES_CONFIRMATION, PIStatus.REQUIRES_ACTION}
 )
@@ -260,6 +261,41 @@ class PaymentIntent(RaisesEvents):
                 self.payment_method = None
                 self.raise_event(EventType.PAYMENT_INTENT_PAYMENT_FAILED)
                 return []
+
+    # bank debits ---------------------------------------------------------------------------
+    def begin_bank_debit(self, bank_account_id: str) -> list[LedgerTransaction]:
+        """Debit a verified bank account: `processing` until the debit settles, the amount
+        held meanwhile (a bank debit is captured when it settles, never before)."""
+        self.begin_confirm(bank_account_id)
+        self.gateway, self.gateway_account_id = BANK_DEBIT, None
+        self.raise_event(EventType.PAYMENT_INTENT_PROCESSING)
+        return [ledger.hold(self.id, self.money)]
+
+    def settle_bank_debit(self) -> list[LedgerTransaction]:
+        if self.status is not PIStatus.PROCESSING or self.gateway != BANK_DEBIT:
+            raise self._refuse("settle the bank debit of")
+        self.status = PIStatus.SUCCEEDED
+        self.amount_received = self.amount
+        self.raise_event(EventType.PAYMENT_INTENT_SUCCEEDED)
+        return [ledger.capture(self.id, self.money)]
+
+    def return_bank_debit(self, return_code: str, reason: str) -> list[LedgerTransaction]:
+        """The customer's bank returned the debit (NACHA return code, e.g. R01): the hold is
+        reversed and the intent needs another payment method, as after a card decline."""
+        if self.status is not PIStatus.PROCESSING or self.gateway != BANK_DEBIT:
+            raise self._refuse("return the bank debit of")
+        self.status = PIStatus.REQUIRES_PAYMENT_METHOD
+        self.last_payment_error = {
+            "type": "card_error",
+            "code": "bank_debit_returned",
+            "decline_code": reason,
+            "return_code": return_code,
+            "message": f"The customer's bank returned the debit ({return_code}: {reason}).",
+            "payment_method": self.payment_method,
+        }
+        self.payment_method = None
+        self.raise_event(EventType.PAYMENT_INTENT_PAYMENT_FAILED)
+        return [ledger.release(self.id, self.money)]
 
     # capture -------------------------------------------------------------------------------
     def begin_capture(self, amount_to_capture: int | None) -> int:

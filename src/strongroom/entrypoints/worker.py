@@ -32,6 +32,7 @@ async def run_once(container: Container) -> dict[str, int]:
         "sequenced": container.sequencer.run_once,
         "delivered": lambda: container.webhooks.deliver_due(settings.worker_batch_size),
         "inbound": lambda: container.inbound.process_due(settings.worker_batch_size),
+        "bank_settled": lambda: container.bank_debits.settle_due(batch=settings.worker_batch_size),
         "bank_expired": lambda: container.bank_accounts.expire_due(
             batch=settings.worker_batch_size
         ),

@@ -28,8 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from strongroom.adapters.banks.port import (
     BankProvider,
     BankProviderError,
+    BankRail,
     LinkToken,
-    PayoutRail,
     ProviderAccount,
 )
 from strongroom.adapters.db import tables as t
@@ -93,7 +93,7 @@ class BankAccounts:
         *,
         audit: AuditLog,
         provider: BankProvider,
-        payouts: PayoutRail,
+        rail: BankRail,
         webhook_url: str,
     ) -> None:
         self.uow = uow
@@ -101,7 +101,7 @@ class BankAccounts:
         self.clock = clock
         self.audit = audit
         self.provider = provider
-        self.payouts = payouts
+        self.rail = rail
         self.webhook_url = webhook_url
 
     def _check_mode(self, caller: Caller) -> None:
@@ -229,7 +229,7 @@ class BankAccounts:
             verification_status=verification.value,
         )
         if amounts is not None and numbers is not None:
-            await self.payouts.send_micro_deposits(
+            await self.rail.send_micro_deposits(
                 reference=account.id, numbers=numbers, amounts=amounts
             )
         return account

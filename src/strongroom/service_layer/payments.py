@@ -38,12 +38,14 @@ from strongroom.domain.errors import (
     CardError,
     GatewayUnavailable,
     IllegalTransition,
+    InvalidRequest,
     ResourceMissing,
     StrongroomError,
 )
 from strongroom.domain.events import EventType
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import (
+    BANK_DEBIT,
     TERMINAL,
     ActionRequired,
     Approved,
@@ -63,6 +65,7 @@ from strongroom.domain.money import check_amount, parse_currency
 from strongroom.service_layer import commands as c
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.authorization import Authorizer
+from strongroom.service_layer.bank_debits import BankDebits, is_bank_account
 from strongroom.service_layer.gateways import Candidate, Gateways
 from strongroom.service_layer.idempotency import IdempotentRequest
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
@@ -98,8 +101,10 @@ class Payments:
         audit: AuditLog,
         authz: Authorizer,
         tracing: Tracing | None = None,
+        debits: BankDebits | None = None,
     ) -> None:
         self.uow = uow
+        self.debits = debits
         self.audit = audit
         self.authz = authz
         self.gateways = gateways
@@ -170,9 +175,13 @@ class Payments:
         amount = check_amount(cmd.amount, maximum=self.max_amount)
         pi_id = new_id("pi")
         op: GatewayOperation | None = None
+        bank = cmd.confirm and is_bank_account(cmd.payment_method)
+        if bank:
+            assert cmd.payment_method is not None
+            await self._bank_debits().check_debitable(caller, cmd.payment_method, currency)
         plan = (
             await self._plan(caller, cmd.payment_method, currency, amount)
-            if cmd.confirm and cmd.payment_method
+            if cmd.confirm and cmd.payment_method and not bank
             else None
         )
         async with self.uow.transaction() as tx:
@@ -220,11 +229,16 @@ class Payments:
                     gateway=self.gateways.builtin.name,  # until routing picks one
                     metadata=cmd.metadata,
                 )
-                if cmd.confirm:
+                if cmd.confirm and not bank:
                     op = self._confirm_operation(pi, None, now, plan)
                 pi.raise_event(EventType.PAYMENT_INTENT_CREATED)
+                # A bank debit makes no gateway call: it is recorded with the intent.
+                debit = pi.begin_bank_debit(pi.payment_method or "") if bank else []
                 # One INSERT of the intent in its final phase-1 state, then its operation.
                 await tx.repo.add_payment_intent(pi, now)
+                if debit:
+                    await tx.repo.post(pi.merchant_id, debit, now)
+                    await self._bank_debits().record(tx, pi, now)
                 await self._audit_request(
                     tx,
                     caller,
@@ -243,6 +257,11 @@ class Payments:
         if isinstance(settled, StrongroomError):
             raise settled
         return pi
+
+    def _bank_debits(self) -> BankDebits:
+        if self.debits is None:
+            raise InvalidRequest("Bank debits are not set up here.", param="payment_method")
+        return self.debits
 
     async def get_payment_intent(self, caller: c.Caller, pi_id: str) -> PaymentIntent:
         async with self.uow.reading() as repo:
@@ -279,14 +298,27 @@ class Payments:
                 caller.merchant_id, cmd.payment_intent, livemode=caller.livemode
             )
         method = cmd.payment_method or (seen.payment_method if seen else None)
-        plan = await self._plan(caller, method, seen.currency, seen.amount) if seen else None
+        bank = is_bank_account(method)
+        if bank and seen is not None and method is not None:
+            await self._bank_debits().check_debitable(caller, method, seen.currency)
+        plan = (
+            await self._plan(caller, method, seen.currency, seen.amount)
+            if seen and not bank
+            else None
+        )
 
-        async def start(tx: Transaction, pi: PaymentIntent, now: datetime) -> GatewayOperation:
+        async def start(
+            tx: Transaction, pi: PaymentIntent, now: datetime
+        ) -> GatewayOperation | None:
             if (cmd.payment_method or pi.payment_method) != method:
                 raise IllegalTransition(
                     "This PaymentIntent changed while it was being confirmed; retry.",
                     status=pi.status,
                 )
+            if bank:  # no gateway call: the debit is recorded with the intent's change
+                await tx.repo.post(pi.merchant_id, pi.begin_bank_debit(method or ""), now)
+                await self._bank_debits().record(tx, pi, now)
+                return None
             return self._confirm_operation(pi, cmd.payment_method, now, plan)
 
         return await self._on_intent(
@@ -500,6 +532,12 @@ class Payments:
         if pi is None:
             raise ResourceMissing(
                 f"No such payment_intent: '{cmd.payment_intent}'", param="payment_intent"
+            )
+        if pi.gateway == BANK_DEBIT:
+            raise InvalidRequest(
+                "Bank debits cannot be refunded through Strongroom yet.",
+                param="payment_intent",
+                code="refund_not_supported",
             )
         amount = pi.reserve_refund(cmd.amount)
         caller = self.authz.check(

@@ -86,10 +86,14 @@ class BankProvider(Protocol):
         ...
 
 
-class PayoutRail(Protocol):
-    """Sends money to a bank account: here, only the two micro-deposits that prove the
-    customer can read the account's statement. `reference` makes a repeat a no-op."""
+class BankRail(Protocol):
+    """The ACH rail: the two micro-deposits that prove the customer can read the account's
+    statement, and the debits that pay PaymentIntents. `reference` makes a repeat a no-op."""
 
     async def send_micro_deposits(
         self, *, reference: str, numbers: AccountNumbers, amounts: tuple[int, int]
     ) -> None: ...
+
+    async def debit_outcome(self, *, reference: str, numbers: AccountNumbers) -> str | None:
+        """At a debit's settlement: None if it cleared, else the NACHA return code (R01, …)."""
+        ...

@@ -103,9 +103,10 @@ def _access_token(kind: str) -> str:
     return f"access-sandbox-{kind}-{secrets.token_hex(16)}"
 
 
-class SandboxPayoutRail:
+class SandboxBankRail:
     """Micro-deposits that go nowhere: kept in this process by reference, so a test can read
-    the amounts off the customer's "statement" (a real customer reads them at their bank)."""
+    the amounts off the customer's "statement" (a real customer reads them at their bank).
+    Debits all clear, except from the insufficient-funds account, which returns them R01."""
 
     def __init__(self) -> None:
         self.sent: dict[str, tuple[int, int]] = {}
@@ -114,3 +115,6 @@ class SandboxPayoutRail:
         self, *, reference: str, numbers: AccountNumbers, amounts: tuple[int, int]
     ) -> None:
         self.sent.setdefault(reference, amounts)
+
+    async def debit_outcome(self, *, reference: str, numbers: AccountNumbers) -> str | None:
+        return "R01" if numbers.account == INSUFFICIENT_FUNDS_ACCOUNT else None

@@ -652,3 +652,24 @@ bank_accounts = Table(
     Index(None, "merchant_id", "livemode", "created_at"),
     Index(None, "verification_status", "verify_by"),  # the expiry sweep
 )
+
+# A PaymentIntent paid from a linked bank account: `processing` until `settles_at`, then
+# `succeeded`, or `returned` with the bank's NACHA return code (R01: insufficient funds).
+bank_debits = Table(
+    "bank_debits",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("merchant_id", Id, ForeignKey("merchants.id"), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("payment_intent_id", Id, ForeignKey("payment_intents.id"), nullable=False),
+    Column("bank_account_id", Id, ForeignKey("bank_accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # processing | succeeded | returned
+    Column("return_code", String(3), nullable=True),
+    Column("settles_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "status", "settles_at"),  # the settlement sweep
+    Index(None, "payment_intent_id"),
+)

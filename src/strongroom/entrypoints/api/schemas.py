@@ -16,7 +16,13 @@ NO_NUL = r"^[^\x00]*$"
 ObjectId = Annotated[str, Field(min_length=1, max_length=40, pattern=NO_NUL)]
 PathId = Annotated[str, Path(max_length=40, pattern=NO_NUL)]
 Token = Annotated[
-    str, Field(min_length=1, max_length=255, pattern=NO_NUL, description="A gateway token.")
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=NO_NUL,
+        description="A gateway's card token, or a verified bank account (ba_…) to debit.",
+    ),
 ]
 Metadata = Annotated[
     dict[

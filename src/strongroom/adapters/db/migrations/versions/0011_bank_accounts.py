@@ -1,4 +1,4 @@
-"""bank accounts: aggregator items with sealed access tokens, and linked accounts
+"""bank accounts: aggregator items with sealed access tokens, linked accounts, bank debits
 
 Revision ID: 0011
 Revises: 0010
@@ -85,8 +85,42 @@ def upgrade() -> None:
         "bank_accounts",
         ["verification_status", "verify_by"],
     )
+    op.create_table(
+        "bank_debits",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("merchant_id", Id, nullable=False),
+        sa.Column("livemode", sa.Boolean(), nullable=False),
+        sa.Column("payment_intent_id", Id, nullable=False),
+        sa.Column("bank_account_id", Id, nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("return_code", sa.String(length=3), nullable=True),
+        sa.Column("settles_at", UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchants.id"], name=op.f("fk_bank_debits_merchant_id_merchants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["payment_intent_id"],
+            ["payment_intents.id"],
+            name=op.f("fk_bank_debits_payment_intent_id_payment_intents"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["bank_account_id"],
+            ["bank_accounts.id"],
+            name=op.f("fk_bank_debits_bank_account_id_bank_accounts"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bank_debits")),
+    )
+    op.create_index(
+        op.f("ix_bank_debits_status_settles_at"), "bank_debits", ["status", "settles_at"]
+    )
+    op.create_index(op.f("ix_bank_debits_payment_intent_id"), "bank_debits", ["payment_intent_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("bank_debits")
     op.drop_table("bank_accounts")
     op.drop_table("bank_items")
