@@ -44,7 +44,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,8 +51,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-# How often serve_forever looks for `stop` (http.server's default, 0.5 s, is each test's teardown).
-POLL_SECONDS = 0.01
+from tests.standins.threaded import ThreadedStandIn
+
 # How long a held request waits for `release` at most, so a forgotten hold cannot hang a run.
 HOLD_LIMIT_SECONDS = 10.0
 LINK_TOKEN_LIFETIME = timedelta(hours=4)
@@ -297,7 +296,7 @@ class _Item:
     webhook: str | None
 
 
-class PlaidStandIn:
+class PlaidStandIn(ThreadedStandIn):
     """The server. Use as a context manager (or start/stop); `url` is the SDK Configuration's
     `host`."""
 
@@ -320,37 +319,7 @@ class PlaidStandIn:
         self._released = threading.Event()
         self.hold_expired = False  # a held request gave up waiting for `release`
         self._lock = threading.RLock()
-        self._server = self._make_server()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(POLL_SECONDS,), daemon=True
-        )
-
-    # --- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> PlaidStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._serve(self._make_server())
 
     # --- test controls -------------------------------------------------------------------------
     def public_token(

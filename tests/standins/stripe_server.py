@@ -32,16 +32,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.standins.browser_libraries import STRIPE_JS
+from tests.standins.threaded import ThreadedStandIn
 
 # How long a held request waits for `release` at most, so a forgotten hold cannot hang a run.
 HOLD_LIMIT_SECONDS = 10.0
-# How often serve_forever looks for `stop` (http.server's default, 0.5 s, is each test's teardown).
-POLL_SECONDS = 0.01
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -245,7 +243,7 @@ _CANCELABLE = frozenset(
 )
 
 
-class StripeStandIn:
+class StripeStandIn(ThreadedStandIn):
     """The server. Use as a context manager (or start/stop); `url` is what the SDK's
     `base_addresses["api"]` should be."""
 
@@ -265,37 +263,7 @@ class StripeStandIn:
         self._released = threading.Event()
         self._lock = threading.RLock()
         self._settled = threading.Condition(self._lock)
-        self._server = self._make_server()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(POLL_SECONDS,), daemon=True
-        )
-
-    # --- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> StripeStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._serve(self._make_server())
 
     # --- test controls -------------------------------------------------------------------------
     def fail_next(self, n: int = 1, status: int = 500) -> None:
