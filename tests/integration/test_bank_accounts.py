@@ -190,16 +190,21 @@ async def test_day_ten_without_success_expires_it(
     )
 
 
-async def test_the_right_amounts_on_day_nine_verify(
+async def test_the_right_amounts_on_day_nine_verify_and_debits_become_possible(
     client: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
     account = await _link(client, "manual")
+    debit = {"amount": 500, "currency": "usd", "payment_method": account["id"], "confirm": True}
+    refused = await client.post("/v1/payment_intents", json=debit)
+    assert refused.json()["error"]["code"] == "bank_account_unverified"
     clock.advance(days=9)
     answer = await client.post(
         f"/v1/bank_accounts/{account['id']}/verify",
         json={"amounts": _sent(container, account["id"])},
     )
     assert answer.json()["status"] == "verified"
+    paid = await client.post("/v1/payment_intents", json=debit)
+    assert paid.json()["status"] == "processing"
     clock.advance(days=5)
     assert await container.bank_accounts.expire_due() == 0
     assert (await client.get(f"/v1/bank_accounts/{account['id']}")).json()["status"] == "verified"
@@ -242,3 +247,29 @@ async def test_an_insufficient_funds_account_links_verified(client: httpx.AsyncC
     account = await _link(client, "insufficient-funds")
     assert account["status"] == "verified"
     assert account["last4"] == INSUFFICIENT_FUNDS_ACCOUNT[-4:]
+
+
+class _DownRail:
+    async def send_micro_deposits(self, **_: object) -> None:
+        raise ConnectionError("the rail is down")
+
+
+async def test_micro_deposits_a_crash_left_unsent_are_sent_by_the_worker(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    rail = container.bank_accounts.rail
+    container.bank_accounts.rail = _DownRail()  # type: ignore[assignment]
+    try:
+        account = await _link(client, "manual")  # linked all the same
+    finally:
+        container.bank_accounts.rail = rail
+    assert account["id"] not in container.bank_rail.sent  # type: ignore[attr-defined]
+    assert (await run_once(container))["bank_deposits"] == 0, "the request may still send them"
+    clock.advance(minutes=2)
+    assert (await run_once(container))["bank_deposits"] == 1
+    assert (await run_once(container))["bank_deposits"] == 0, "sent once"
+    answer = await client.post(
+        f"/v1/bank_accounts/{account['id']}/verify",
+        json={"amounts": _sent(container, account["id"])},
+    )
+    assert answer.json()["status"] == "verified"

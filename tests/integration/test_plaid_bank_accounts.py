@@ -217,3 +217,24 @@ async def test_rotate_tokens_interrupted_half_way_and_run_again_finishes(
     # A day later, every token is due again.
     clock.advance(days=1, minutes=1)
     assert (await plaid.bank_tokens.rotate()).rotated == 4
+
+
+async def test_a_retried_link_replays_its_answer_without_reusing_the_public_token(
+    api: httpx.AsyncClient, standin: PlaidStandIn
+) -> None:
+    body = {"public_token": standin.public_token(accounts=[instant_checking()])}
+    key = {"Idempotency-Key": "link-once"}
+    answers = [await api.post("/v1/bank_accounts", json=body, headers=key) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    assert len(standin.to("/item/public_token/exchange")) == 1
+    listed = (await api.get("/v1/bank_accounts")).json()["data"]
+    assert [a["id"] for a in listed] == [answers[0].json()["id"]]
+
+    bad = {"public_token": "public-sandbox-00000000-0000-0000-0000-000000000000"}
+    key = {"Idempotency-Key": "link-bad"}
+    refusals = [await api.post("/v1/bank_accounts", json=bad, headers=key) for _ in range(2)]
+    assert [a.status_code for a in refusals] == [400, 400]
+    assert refusals[0].json()["error"]["code"] == refusals[1].json()["error"]["code"]
+    assert len(standin.to("/item/public_token/exchange")) == 2, "the error is replayed too"

@@ -33,6 +33,9 @@ async def run_once(container: Container) -> dict[str, int]:
         "delivered": lambda: container.webhooks.deliver_due(settings.worker_batch_size),
         "inbound": lambda: container.inbound.process_due(settings.worker_batch_size),
         "bank_settled": lambda: container.bank_debits.settle_due(batch=settings.worker_batch_size),
+        "bank_deposits": lambda: container.bank_accounts.send_unsent_deposits(
+            batch=settings.worker_batch_size
+        ),
         "bank_expired": lambda: container.bank_accounts.expire_due(
             batch=settings.worker_batch_size
         ),

@@ -6,8 +6,8 @@ sealed, bound to their rows, before the transaction that stores them, and never 
 the API. An account the provider verified (instant Auth) is verified at once; one it will verify
 itself waits for its webhook; one it cannot verify gets two micro-deposits, sent after the row
 that holds their sealed amounts is committed (so a crash can only leave an account whose
-deposits must be re-sent, never deposits nobody can check), with the account's id as the rail's
-reference so a resend is a no-op.
+deposits are still to send, never deposits nobody can check: the worker sends those, with the
+account's id as the rail's reference so a resend is a no-op).
 
 Every change of verification is an event (`bank_account.*`) and an audit entry, both in the
 transaction that makes it.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -26,6 +26,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.exc import IntegrityError
 
 from strongroom.adapters.banks.port import (
+    AccountNumbers,
     BankProvider,
     BankProviderError,
     BankRail,
@@ -44,11 +45,13 @@ from strongroom.domain.bank_accounts import (
     micro_deposit_amounts,
 )
 from strongroom.domain.clock import Clock
-from strongroom.domain.errors import InvalidRequest, ResourceMissing
+from strongroom.domain.errors import InvalidRequest, ResourceMissing, StrongroomError
 from strongroom.domain.events import EventType
 from strongroom.domain.ids import new_id
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.commands import Caller
+from strongroom.service_layer.idempotency import IdempotentRequest
+from strongroom.service_layer.payments import Replayed
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -67,6 +70,7 @@ PLAID_VERIFICATION = {
     ("AUTH", "AUTOMATICALLY_VERIFIED"): VerificationStatus.AUTOMATICALLY_VERIFIED,
     ("AUTH", "VERIFICATION_EXPIRED"): VerificationStatus.EXPIRED,
 }
+DEPOSIT_GRACE = timedelta(minutes=1)  # a linking request's time to reach the rail itself
 DEBITABLE = frozenset({"checking", "savings"})
 WRONG_AMOUNTS = "The amounts do not match the micro-deposits sent to this bank account."
 
@@ -128,8 +132,49 @@ class BankAccounts:
         *,
         account_id: str | None = None,
         customer_id: str | None = None,
-    ) -> BankAccount:
+        idem: IdempotentRequest | None = None,
+    ) -> BankAccount | Replayed:
+        """Link the account. Under an Idempotency-Key the key is claimed first, in a
+        transaction of its own, so a retry replays the answer (or the error) without using
+        the single-use public token again; the account and the answer are then stored in
+        one transaction."""
         self._check_mode(caller)
+        new = new_id("ba")
+        if idem is not None:
+            async with self.uow.transaction() as tx:
+                await idem.claim(tx, self.clock.now(), new)
+                if idem.replay is not None:
+                    return Replayed()
+                if idem.took_over and idem.resource_id:  # did the request that died finish?
+                    row = (
+                        await tx.repo.conn.execute(
+                            select(_a).where(*_mine(caller), _a.c.id == idem.resource_id)
+                        )
+                    ).first()
+                    if row is not None:
+                        await idem.finish(tx, _account(row))
+                        await tx.commit()
+                        return _account(row)
+                    new = idem.resource_id
+                await tx.commit()
+        try:
+            return await self._link(caller, public_token, new, account_id, customer_id, idem)
+        except StrongroomError as error:
+            if idem is not None:  # a retry gets the same answer
+                async with self.uow.transaction() as tx:
+                    await idem.finish(tx, error)
+                    await tx.commit()
+            raise
+
+    async def _link(
+        self,
+        caller: Caller,
+        public_token: str,
+        new: str,
+        account_id: str | None,
+        customer_id: str | None,
+        idem: IdempotentRequest | None,
+    ) -> BankAccount:
         if customer_id is not None:
             await self._require_customer(caller, customer_id)
         item = await self._provider_call(self.provider.exchange_public_token(public_token))
@@ -150,7 +195,7 @@ class BankAccounts:
                 code="bank_account_unusable",
             )
         account = BankAccount(
-            id=new_id("ba"),
+            id=new,
             merchant_id=caller.merchant_id,
             livemode=caller.livemode,
             item_id=new_id("bi"),
@@ -221,6 +266,8 @@ class BankAccounts:
                 account,
                 {"provider": self.provider.name, "verification_status": verification.value},
             )
+            if idem is not None:
+                await idem.finish(tx, account)
             await tx.commit()
         log.info(
             "bank account linked",
@@ -229,10 +276,61 @@ class BankAccounts:
             verification_status=verification.value,
         )
         if amounts is not None and numbers is not None:
-            await self.rail.send_micro_deposits(
-                reference=account.id, numbers=numbers, amounts=amounts
-            )
+            try:
+                await self._send_deposits(account.id, numbers, amounts)
+            except Exception as exc:  # the account is linked: the worker sends them later
+                log.warning(
+                    "micro-deposits not sent yet", bank_account=account.id, error=type(exc).__name__
+                )
         return account
+
+    async def send_unsent_deposits(self, *, batch: int = 100) -> int:
+        """Send the micro-deposits of accounts whose linking request died between its commit
+        and the rail (a worker loop runs this). Only accounts older than a minute, so a request
+        still on its way to the rail is not raced; a repeat would be harmless anyway, as the
+        rail takes the account's id as its reference. Returns how many were sent."""
+        before = self.clock.now() - DEPOSIT_GRACE
+        async with self.uow.reading() as repo:
+            rows = (
+                await repo.conn.execute(
+                    select(_a.c.id, _a.c.merchant_id, _a.c.numbers, _a.c.micro_deposits)
+                    .where(
+                        _a.c.verification_status == VerificationStatus.PENDING_MANUAL.value,
+                        _a.c.micro_deposits.is_not(None),
+                        _a.c.micro_deposits_sent_at.is_(None),
+                        _a.c.created_at < before,
+                    )
+                    .order_by(_a.c.created_at)
+                    .limit(batch)
+                )
+            ).all()
+        for row in rows:
+            numbers = json.loads(
+                await self.envelope.open(row.numbers, _binding("numbers", row.id, row.merchant_id))
+            )
+            first, second = json.loads(
+                await self.envelope.open(
+                    row.micro_deposits, _binding("micro_deposits", row.id, row.merchant_id)
+                )
+            )
+            await self._send_deposits(
+                row.id,
+                AccountNumbers(row.id, numbers["account"], numbers["routing"]),
+                (int(first), int(second)),
+            )
+        return len(rows)
+
+    async def _send_deposits(
+        self, account_id: str, numbers: AccountNumbers, amounts: tuple[int, int]
+    ) -> None:
+        await self.rail.send_micro_deposits(reference=account_id, numbers=numbers, amounts=amounts)
+        async with self.uow.transaction() as tx:
+            await tx.repo.conn.execute(
+                update(_a)
+                .where(_a.c.id == account_id)
+                .values(micro_deposits_sent_at=self.clock.now())
+            )
+            await tx.commit()
 
     async def get(self, caller: Caller, account_id: str) -> BankAccount:
         async with self.uow.reading() as repo:

@@ -187,4 +187,6 @@ def render(outcome: object, request_id: str) -> StoredResponse:
             return StoredResponse(200, refund_out(outcome).model_dump_json())
         case Customer():
             return StoredResponse(200, customer_out(outcome).model_dump_json())
+        case BankAccount():
+            return StoredResponse(200, bank_account_out(outcome).model_dump_json())
     raise TypeError(f"cannot render {type(outcome).__name__}")

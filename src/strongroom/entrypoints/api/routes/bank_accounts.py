@@ -16,7 +16,13 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from strongroom.entrypoints.api.deps import CallerDep, ContainerDep, action
+from strongroom.entrypoints.api.deps import (
+    CallerDep,
+    ContainerDep,
+    IdempotencyKey,
+    RespondDep,
+    action,
+)
 from strongroom.entrypoints.api.rendering import bank_account_out, json_response
 from strongroom.entrypoints.api.routes._docs import READ, WRITE, errors
 from strongroom.entrypoints.api.schemas import NO_NUL, BankAccountOut, Body, ObjectId, PathId
@@ -87,12 +93,23 @@ async def create_link_token(
     openapi_extra=action("bank_accounts.write"),
 )
 async def link_bank_account(
-    body: BankAccountCreate, caller: CallerDep, container: ContainerDep
+    body: BankAccountCreate,
+    respond: RespondDep,
+    caller: CallerDep,
+    container: ContainerDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    account = await container.bank_accounts.link(
-        caller, body.public_token, account_id=body.account_id, customer_id=body.customer
+    return await respond(
+        idempotency_key,
+        body,
+        lambda idem: container.bank_accounts.link(
+            caller,
+            body.public_token,
+            account_id=body.account_id,
+            customer_id=body.customer,
+            idem=idem,
+        ),
     )
-    return json_response(bank_account_out(account))
 
 
 @router.get(

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("last4", sa.String(length=4), nullable=False),
         sa.Column("numbers", Sealed(), nullable=True),
         sa.Column("micro_deposits", Sealed(), nullable=True),
+        sa.Column("micro_deposits_sent_at", UTCDateTime(), nullable=True),
         sa.Column("verification_status", sa.String(length=40), nullable=False),
         sa.Column("verification_attempts", sa.Integer(), nullable=False),
         sa.Column("verify_by", UTCDateTime(), nullable=False),
