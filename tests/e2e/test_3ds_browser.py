@@ -84,6 +84,8 @@ async def answered_page_is_gone(page: Page, url: str) -> None:
     await expect(page.locator("#complete")).to_have_count(0)
 
 
+# SQLite only: the challenge pages do not depend on the store (integration tests run both).
+@pytest.mark.parametrize("e2e_database_url", ["sqlite"], indirect=True)
 async def test_completed_challenge_then_confirm_succeeds(
     live_server: LiveServer, page: Page, tmp_path: Path
 ) -> None:
@@ -119,6 +121,8 @@ async def test_completed_challenge_then_confirm_succeeds(
     ]
 
 
+# SQLite only: the challenge pages do not depend on the store (integration tests run both).
+@pytest.mark.parametrize("e2e_database_url", ["sqlite"], indirect=True)
 async def test_failed_challenge_then_confirm_is_declined(
     live_server: LiveServer, page: Page, tmp_path: Path
 ) -> None:

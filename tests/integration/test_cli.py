@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from strongroom.bootstrap import Container
 from tests.support import FakeClock
@@ -43,6 +44,9 @@ def cli_json(database_url: str, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
+# One store: the command's parsing and output do not depend on it; the service layer under it
+# runs on both stores in the other tests, and each run starts processes.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_merchant_keys_and_revocation(
     database_url: str, container: Container, client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
@@ -71,6 +75,9 @@ async def test_merchant_keys_and_revocation(
     assert "No such active key" in again.stderr
 
 
+# One store: the command's parsing and output do not depend on it; the service layer under it
+# runs on both stores in the other tests, and each run starts processes.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_secrets_are_stored_only_as_keyed_hashes(
     database_url: str, container: Container
 ) -> None:
@@ -83,6 +90,9 @@ async def test_secrets_are_stored_only_as_keyed_hashes(
     assert container.merchants.key_hash(created["secret_key"]) in dumped
 
 
+# One store: the command's parsing and output do not depend on it; the service layer under it
+# runs on both stores in the other tests, and each run starts processes.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_sandbox_charges_lists_what_the_gateway_recorded(
     database_url: str, client: httpx.AsyncClient
 ) -> None:

@@ -489,6 +489,9 @@ async def test_replay_all_failed_reprocesses_once_the_intent_exists(
 
 
 # --- many events, shuffled, duplicated, concurrent -----------------------------------------------
+# PostgreSQL only, the production store, where concurrent workers really overlap; the ordering
+# rules under it run on both stores in the tests above.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_a_thousand_shuffled_duplicated_concurrent_events_end_as_in_order_delivery(
     client: httpx.AsyncClient, container: Container, sandbox_account: tuple[str, str]
 ) -> None:
@@ -581,6 +584,9 @@ async def test_a_thousand_shuffled_duplicated_concurrent_events_end_as_in_order_
     assert set(counts.values()) == {1}
 
 
+# One store: the command's parsing and output do not depend on it; the service layer under it
+# runs on both stores in the other tests, and each run starts processes.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_cli_lists_failed_webhooks_and_replays_them(
     client: httpx.AsyncClient,
     container: Container,

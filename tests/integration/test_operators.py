@@ -205,6 +205,9 @@ async def test_create_refuses_bad_input_and_writes_nothing(
         assert len((await conn.execute(select(t.operators))).all()) == 1
 
 
+# One store: the command's parsing and output do not depend on it; the service layer under it
+# runs on both stores in the other tests, and each run starts processes.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_the_cli_creates_the_first_owner(container: Container, database_url: str) -> None:
     merchant = await container.merchants.create_merchant("Cli Operators")
     args = ("operators", "create", "--merchant", merchant.id, "--email", "first@example.com")
