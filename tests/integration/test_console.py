@@ -24,8 +24,8 @@ from strongroom.entrypoints.api.app import create_app
 from strongroom.entrypoints.api.pages import origin_of
 from strongroom.entrypoints.api.routes._console import COOKIE
 from strongroom.service_layer.commands import Caller, CreateCustomer, CreatePaymentIntent
+from strongroom.service_layer.idempotency import Replayed
 from strongroom.service_layer.operators import Operator
-from strongroom.service_layer.payments import Replayed
 from tests.integration.test_tenant_isolation import routes
 from tests.support import FakeClock
 

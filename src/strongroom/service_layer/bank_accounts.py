@@ -35,6 +35,7 @@ from strongroom.adapters.banks.port import (
 )
 from strongroom.adapters.db import tables as t
 from strongroom.adapters.kms.envelope import Binding, Envelope
+from strongroom.adapters.kms.sealed import SealedValue
 from strongroom.domain.audit import AuditTag, Outcome
 from strongroom.domain.bank_accounts import (
     VERIFY_WITHIN,
@@ -50,8 +51,7 @@ from strongroom.domain.events import EventType
 from strongroom.domain.ids import new_id
 from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.commands import Caller
-from strongroom.service_layer.idempotency import IdempotentRequest
-from strongroom.service_layer.payments import Replayed
+from strongroom.service_layer.idempotency import IdempotentRequest, Replayed
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -305,20 +305,21 @@ class BankAccounts:
                 )
             ).all()
         for row in rows:
-            numbers = json.loads(
-                await self.envelope.open(row.numbers, _binding("numbers", row.id, row.merchant_id))
-            )
-            first, second = json.loads(
-                await self.envelope.open(
-                    row.micro_deposits, _binding("micro_deposits", row.id, row.merchant_id)
-                )
-            )
             await self._send_deposits(
                 row.id,
-                AccountNumbers(row.id, numbers["account"], numbers["routing"]),
-                (int(first), int(second)),
+                await open_numbers(self.envelope, row.id, row.merchant_id, row.numbers),
+                await self._open_amounts(row.id, row.merchant_id, row.micro_deposits),
             )
         return len(rows)
+
+    async def _open_amounts(
+        self, account_id: str, merchant_id: str, sealed: SealedValue
+    ) -> tuple[int, int]:
+        opened = await self.envelope.open(
+            sealed, _binding("micro_deposits", account_id, merchant_id)
+        )
+        first, second = json.loads(opened)
+        return int(first), int(second)
 
     async def _send_deposits(
         self, account_id: str, numbers: AccountNumbers, amounts: tuple[int, int]
@@ -365,11 +366,7 @@ class BankAccounts:
             raise _missing(account_id)
         sent: tuple[int, int] | None = None
         if row.micro_deposits is not None:  # opened outside the transaction: a KMS call
-            opened = await self.envelope.open(
-                row.micro_deposits, _binding("micro_deposits", account_id, caller.merchant_id)
-            )
-            first, second = json.loads(opened)
-            sent = (int(first), int(second))
+            sent = await self._open_amounts(account_id, caller.merchant_id, row.micro_deposits)
         async with self.uow.transaction() as tx:
             account = await self._locked(tx, caller, account_id)
             before = account.status
@@ -415,9 +412,11 @@ class BankAccounts:
         now = self.clock.now()
         pending = [s.value for s in VerificationStatus if s.value.startswith("pending")]
         async with self.uow.transaction() as tx:
-            due = select(_a).where(_a.c.verification_status.in_(pending), _a.c.verify_by <= now)
-            if tx.repo.conn.dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True)
+            due = (
+                select(_a)
+                .where(_a.c.verification_status.in_(pending), _a.c.verify_by <= now)
+                .with_for_update(skip_locked=True)  # SQLite: its write lock serialises instead
+            )
             rows = (await tx.repo.conn.execute(due.limit(batch))).all()
             expired = 0
             for row in rows:
@@ -452,11 +451,14 @@ class BankAccounts:
         if status is None:
             return None  # nothing Strongroom acts on
         async with self.uow.transaction() as tx:
-            query = select(_a).where(
-                _a.c.item_id == item_id, _a.c.provider_account_id == str(doc.get("account_id"))
+            query = (
+                select(_a)
+                .where(
+                    _a.c.item_id == item_id,
+                    _a.c.provider_account_id == str(doc.get("account_id")),
+                )
+                .with_for_update()
             )
-            if tx.repo.conn.dialect.name == "postgresql":
-                query = query.with_for_update()
             row = (await tx.repo.conn.execute(query)).first()
             if row is None:
                 return "no bank account with this reference yet"
@@ -469,9 +471,7 @@ class BankAccounts:
 
     # --- internals -------------------------------------------------------------------------------
     async def _locked(self, tx: Transaction, caller: Caller, account_id: str) -> BankAccount:
-        query = select(_a).where(*_mine(caller), _a.c.id == account_id)
-        if tx.repo.conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = select(_a).where(*_mine(caller), _a.c.id == account_id).with_for_update()
         row = (await tx.repo.conn.execute(query)).first()
         if row is None:
             raise _missing(account_id)
@@ -577,6 +577,14 @@ def _shown(account: BankAccount, now: datetime) -> BankAccount:
     stored that."""
     account.expire_if_due(now)
     return account
+
+
+async def open_numbers(
+    envelope: Envelope, account_id: str, merchant_id: str, sealed: SealedValue
+) -> AccountNumbers:
+    """An account's full numbers, opened (for the rail only: never for a response or a log)."""
+    fields = json.loads(await envelope.open(sealed, _binding("numbers", account_id, merchant_id)))
+    return AccountNumbers(account_id, fields["account"], fields["routing"])
 
 
 def _binding(column: str, account_id: str, merchant_id: str) -> Binding:

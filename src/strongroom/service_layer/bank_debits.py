@@ -11,15 +11,14 @@ back to `requires_payment_method`, and `payment_intent.payment_failed` tells the
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select, update
 
-from strongroom.adapters.banks.port import AccountNumbers, BankRail
+from strongroom.adapters.banks.port import BankRail
 from strongroom.adapters.db import tables as t
-from strongroom.adapters.kms.envelope import Binding, Envelope
+from strongroom.adapters.kms.envelope import Envelope
 from strongroom.domain.audit import AuditTag, Outcome
 from strongroom.domain.bank_accounts import STATUS_OF, BankAccountStatus, VerificationStatus
 from strongroom.domain.clock import Clock
@@ -27,6 +26,7 @@ from strongroom.domain.errors import InvalidRequest, ResourceMissing
 from strongroom.domain.ids import new_id
 from strongroom.domain.model import PaymentIntent
 from strongroom.service_layer.audit import AuditLog
+from strongroom.service_layer.bank_accounts import open_numbers
 from strongroom.service_layer.commands import Caller
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
@@ -142,11 +142,9 @@ class BankDebits:
             ).all()
         done = 0
         for row in due:
-            opened = await self.envelope.open(
-                row.numbers, Binding.for_row(_a, "numbers", row.bank_account_id, row.merchant_id)
+            numbers = await open_numbers(
+                self.envelope, row.bank_account_id, row.merchant_id, row.numbers
             )
-            fields = json.loads(opened)
-            numbers = AccountNumbers(row.bank_account_id, fields["account"], fields["routing"])
             code = await self.rail.debit_outcome(reference=row.id, numbers=numbers)
             done += await self._apply(
                 row.id, row.merchant_id, row.livemode, row.payment_intent_id, code

@@ -117,3 +117,8 @@ class IdempotentRequest:
         """Unlock without a response, so an immediate retry resumes the work."""
         assert self.row_id is not None
         await tx.repo.update_idempotency_key(self.row_id, locked_until=now)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The request's Idempotency-Key already has a stored response; the caller returns it."""

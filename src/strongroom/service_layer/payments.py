@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -67,7 +66,7 @@ from strongroom.service_layer.audit import AuditLog
 from strongroom.service_layer.authorization import Authorizer
 from strongroom.service_layer.bank_debits import BankDebits, is_bank_account
 from strongroom.service_layer.gateways import Candidate, Gateways
-from strongroom.service_layer.idempotency import IdempotentRequest
+from strongroom.service_layer.idempotency import IdempotentRequest, Replayed
 from strongroom.service_layer.unit_of_work import Transaction, UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -81,11 +80,6 @@ GATEWAY_UNAVAILABLE = (
     "The payment gateway did not answer in time. The outcome will be settled automatically; "
     "retry with the same Idempotency-Key to get it."
 )
-
-
-@dataclass(frozen=True)
-class Replayed:
-    """The request's Idempotency-Key already has a stored response; the caller returns it."""
 
 
 class Payments:

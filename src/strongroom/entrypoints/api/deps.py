@@ -20,11 +20,11 @@ from strongroom.entrypoints.api.rendering import render
 from strongroom.service_layer.commands import Caller
 from strongroom.service_layer.idempotency import (
     IdempotentRequest,
+    Replayed,
     StoredResponse,
     fingerprint,
 )
 from strongroom.service_layer.merchants import KeyKind
-from strongroom.service_layer.payments import Replayed
 from strongroom.service_layer.rate_limits import Throttled, Window, route_class
 
 _bearer = HTTPBearer(auto_error=False, description="A secret key: `sk_test_…` or `sk_live_…`.")
